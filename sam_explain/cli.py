@@ -1,0 +1,33 @@
+"""``sam-explain`` / ``python -m sam_explain``: one subcommand per module in
+``sam_explain.commands``; each module defines ``register(subparsers)`` which adds
+its parser and sets ``func`` (a callable taking the parsed args, returning an exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+COMMAND_MODULES = [
+    "sam_explain.commands.demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-explain", description="Look inside SAM's mask decoder while it runs."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``sam-explain`` command line (see ``sam_explain.cli``)."""

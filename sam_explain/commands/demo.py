@@ -1,0 +1,70 @@
+"""``sam-explain demo``: build the decoder, run it on an example prompt, print what went in and came out."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the decoder once and print its inputs and outputs")
+    p.add_argument("--checkpoint", help="an official SAM, decoder-only or Hugging Face checkpoint (default: random weights)")
+    p.add_argument("--points", type=int, default=1, help="clicks per prompt set (N)")
+    p.add_argument("--box", action="store_true", help="add a box to each prompt set")
+    p.add_argument("--mask", action="store_true", help="add a mask prompt to each prompt set")
+    p.add_argument("--batch", type=int, default=1, help="prompt sets (B)")
+    p.add_argument("--single-mask", action="store_true", help="multimask_output=False")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def describe(name: str, t: torch.Tensor, symbols: str) -> str:
+    numbers = " x ".join(str(s) for s in t.shape)
+    return f"  {name:<28} {symbols:<18} = {numbers:<22} {str(t.dtype).replace('torch.', '')}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..example import example_prompts, run_decoder
+    from ..modeling import build_mask_decoder, build_prompt_encoder
+
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        from ..checkpoint import load_sam_checkpoint
+
+        parts = load_sam_checkpoint(args.checkpoint)
+        prompt_encoder, decoder = parts.prompt_encoder, parts.mask_decoder
+        print(f"loaded {parts.format} checkpoint {args.checkpoint}")
+    else:
+        prompt_encoder, decoder = build_prompt_encoder(), build_mask_decoder()
+        print("random weights (pass --checkpoint PATH for real ones)")
+    h, w = prompt_encoder.image_embedding_size
+    image_embeddings = torch.randn(1, decoder.transformer_dim, h, w)
+    prompts = example_prompts(
+        points=args.points, box=args.box, mask=args.mask, batch=args.batch,
+        image_size=prompt_encoder.input_image_size, mask_size=prompt_encoder.mask_input_size, seed=args.seed,
+    )
+    masks, iou_pred, sparse, dense = run_decoder(
+        prompt_encoder, decoder, image_embeddings, prompts, multimask_output=not args.single_mask
+    )
+    print("in:")
+    if prompts.points is not None:
+        print(describe("point coords", prompts.points[0], "B x N x 2"))
+        print(describe("point labels", prompts.points[1], "B x N"))
+    if prompts.boxes is not None:
+        print(describe("boxes", prompts.boxes, "B x 4"))
+    if prompts.masks is not None:
+        print(describe("mask input", prompts.masks, "B x 1 x 4H x 4W"))
+    print(describe("image_embeddings", image_embeddings, "1 x C x H x W"))
+    print(describe("image_pe", prompt_encoder.get_dense_pe(), "1 x C x H x W"))
+    print(describe("sparse_prompt_embeddings", sparse, "B x N' x C"))
+    print(describe("dense_prompt_embeddings", dense, "B x C x H x W"))
+    print("out:")
+    k = "1" if args.single_mask else "3"
+    print(describe("masks (logits)", masks, f"B x {k} x 4H x 4W"))
+    print(describe("iou_predictions", iou_pred, f"B x {k}"))
+    for b in range(masks.shape[0]):
+        ious = ", ".join(f"{v:.3f}" for v in iou_pred[b].tolist())
+        area = ", ".join(f"{v:.1%}" for v in (masks[b] > 0).float().mean(dim=(-1, -2)).tolist())
+        print(f"  prompt set {b}: predicted IoU [{ious}], mask area [{area}]")
+    return 0

@@ -1,0 +1,62 @@
+"""Input checks that speak the docs' shape symbols.
+
+Every public forward validates its inputs with :func:`expect_shape` before it
+computes anything, so a bad call raises :class:`ShapeError` and leaves the model
+untouched. Messages name the symbolic shape and both the expected and the actual
+numbers, e.g.::
+
+    MaskDecoder: dense_prompt_embeddings must be B x C x H x W = 3 x 256 x 64 x 64,
+    got 1 x 256 x 64 x 64 (B is the number of prompt sets, from sparse_prompt_embeddings)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+
+class ShapeError(ValueError):
+    """A tensor handed to sam-explain does not have the documented shape or value."""
+
+
+def fmt_shape(shape) -> str:
+    return " x ".join(str(int(s)) for s in shape) if len(shape) else "(scalar)"
+
+
+def expect_shape(
+    where: str,
+    name: str,
+    tensor: object,
+    symbols: str,
+    hint: str = "",
+    **known: Optional[int],
+) -> Dict[str, int]:
+    """Check ``tensor`` against a symbolic shape such as ``"B N 2"``.
+
+    ``symbols`` is a space-separated list; a number stands for itself, a name is
+    looked up in ``known`` (a value of None, or a name not given, binds to whatever
+    the tensor has). Returns the bound values of every named symbol.
+    Raises ShapeError naming the expected and the actual shape otherwise.
+    """
+    axes = symbols.split()
+    if not isinstance(tensor, torch.Tensor):
+        raise ShapeError(
+            f"{where}: {name} must be a torch.Tensor of shape {' x '.join(axes)}, "
+            f"got {type(tensor).__name__}"
+        )
+    expected = [int(ax) if ax.isdigit() else known.get(ax) for ax in axes]
+    actual = tuple(tensor.shape)
+    ok = len(actual) == len(axes) and all(e is None or e == a for e, a in zip(expected, actual))
+    if not ok:
+        # "B x C x H x W = 3 x 256 x 64 x 64"; an axis with no fixed size keeps its symbol.
+        want = " x ".join(axes)
+        if any(e is not None for e, ax in zip(expected, axes) if not ax.isdigit()):
+            want += " = " + " x ".join(ax if e is None else str(e) for ax, e in zip(axes, expected))
+        msg = f"{where}: {name} must be {want}, got {fmt_shape(actual)}"
+        if len(actual) != len(axes):
+            msg += f" ({len(actual)} dims where {len(axes)} are expected)"
+        if hint:
+            msg += f" ({hint})"
+        raise ShapeError(msg)
+    return {ax: a for ax, a in zip(axes, actual) if not ax.isdigit()}
