@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
+import textwrap
+
 import numpy as np
 import torch
 from matplotlib.axes import Axes
@@ -100,10 +102,15 @@ def check_scale(scale: str) -> None:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
 
 
-def new_figure(nrows: int, ncols: int, panel: Tuple[float, float]) -> Tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(panel[0] * ncols + 1.0, panel[1] * nrows + 1.0), layout="constrained")
-    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
-    return fig, axes
+def new_figure(
+    nrows: int, ncols: int, panel: Tuple[float, float], transpose: bool = False
+) -> Tuple[Figure, np.ndarray]:
+    """A figure of nrows x ncols panels; ``axes[r, c]``. With ``transpose`` the panels are laid out
+    as ncols x nrows (a single column becomes a row), still indexed ``axes[r, c]``."""
+    shown = (ncols, nrows) if transpose else (nrows, ncols)
+    fig = Figure(figsize=(panel[0] * shown[1] + 1.2, panel[1] * shown[0] + 1.2), layout="constrained")
+    axes = np.asarray(fig.subplots(*shown, squeeze=False))
+    return fig, (axes.T if transpose else axes)
 
 
 def draw_grid_map(
@@ -122,7 +129,9 @@ def draw_grid_map(
     else:
         heat = grid_to_image(grid_map, image.shape[:2])  # h0 x w0
         ax.imshow(image)
-        im = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha)
+        # opaque where the attention is high, mostly see-through where it is low
+        strength = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+        im = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha * (0.2 + 0.8 * np.sqrt(strength)))
     ax.set_xticks([])
     ax.set_yticks([])
     return im
@@ -160,6 +169,12 @@ def mark_prompts(
                 markeredgecolor="white", markeredgewidth=1.2 if big else 0.6, linestyle="none")
 
 
+def set_suptitle(fig: Figure, *lines: str) -> None:
+    """The figure title, each line wrapped to the figure's width."""
+    width = max(28, int(fig.get_figwidth() * 11))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=10)
+
+
 def prepare_image(image) -> Optional[np.ndarray]:
     return None if image is None else as_float_image(image)
 
@@ -192,7 +207,8 @@ def plot_token_to_image(
         maps = maps.reshape(maps.shape[0], 1, H, W)[:, 0]  # h x H x W
         rows.append((site, head_views(maps[:, None], heads, record.average_heads)))
     ncols = len(rows[0][1])
-    fig, axes = new_figure(len(rows), ncols, (2.4, 2.4 * (img.shape[0] / img.shape[1]) if img is not None else 2.4))
+    panel = (2.4, 2.4 * (img.shape[0] / img.shape[1]) if img is not None else 2.4)
+    fig, axes = new_figure(len(rows), ncols, panel, transpose=ncols == 1)
     vmax = max(float(v.max()) for _, views in rows for _, v in views)
     last = None
     for r, (site, views) in enumerate(rows):
@@ -209,12 +225,8 @@ def plot_token_to_image(
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     name = record.names(prompt_set)[t]
-    fig.suptitle(
-        f"token-to-image attention of '{name}' (prompt set {prompt_set}): "
-        + KIND_MEANING["token_to_image"].format(token=name)
-        + f"\n{colour_note(scale, vmax)}",
-        fontsize=10,
-    )
+    set_suptitle(fig, f"token-to-image attention of '{name}' (prompt set {prompt_set}): "
+                 + KIND_MEANING["token_to_image"].format(token=name), colour_note(scale, vmax))
     return fig
 
 
@@ -259,11 +271,8 @@ def plot_image_to_token(
                 fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
-    fig.suptitle(
-        f"image-to-token attention (prompt set {prompt_set}): " + KIND_MEANING["image_to_token"]
-        + f"\n{colour_note(scale, vmax)}",
-        fontsize=10,
-    )
+    set_suptitle(fig, f"image-to-token attention (prompt set {prompt_set}): " + KIND_MEANING["image_to_token"],
+                 colour_note(scale, vmax))
     return fig
 
 
@@ -289,7 +298,7 @@ def plot_token_self(
         rows.append((site, head_views(maps, heads, record.average_heads)))
     ncols = len(rows[0][1])
     side = max(2.8, 0.32 * T + 1.4)
-    fig, axes = new_figure(len(rows), ncols, (side, side))
+    fig, axes = new_figure(len(rows), ncols, (side, side), transpose=ncols == 1)
     vmax = max(float(v.max()) for _, views in rows for _, v in views)
     if annotate is None:
         annotate = ncols == 1 and T <= 12
@@ -315,9 +324,6 @@ def plot_token_self(
                 fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
-    fig.suptitle(
-        f"token self-attention (prompt set {prompt_set}): " + KIND_MEANING["token_self"]
-        + f"\n{colour_note(scale, vmax)}",
-        fontsize=10,
-    )
+    set_suptitle(fig, f"token self-attention (prompt set {prompt_set}): " + KIND_MEANING["token_self"],
+                 colour_note(scale, vmax))
     return fig
