@@ -7,3 +7,9 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .attention import (
+    AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
+    token_names,
+)
+from .figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image
+from .figures.explorer import explore_attention
