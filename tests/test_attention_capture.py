@@ -265,3 +265,32 @@ def test_capture_attention_in_one_call():
     assert rec.masks.shape == (2, 3, 256, 256)
     assert rec.by(kind="token_to_image") == [SITES[1], SITES[4], SITES[6]]
     assert "2 x 8 x 8 x 4096" in repr(rec)
+
+
+def test_bad_arguments_say_what_is_wanted(pair):
+    dec, _, off_dec, _ = pair
+    with pytest.raises(ValueError, match="no sam_explain.modeling Attention modules"):
+        with record_attention(off_dec):
+            pass
+    with pytest.raises(ValueError, match="max_bytes must be a whole number of bytes >= 0, got -1"):
+        with record_attention(dec, max_bytes=-1):
+            pass
+    with record_attention(dec, layers="final", kinds="token_to_image") as attn:
+        pass
+    assert list(attn.sites) == ["transformer.final_attn_token_to_image"]
+    with pytest.raises(ValueError, match="nothing recorded yet"):
+        attn.num_prompt_sets
+    assert all_hooks(dec) == 0
+
+
+def test_second_forward_replaces_the_first(pair):
+    """Two calls in one block: the record holds the last call's maps, and the limit applies per call."""
+    dec, pe, _, _ = pair
+    _, small = inputs(pe, B=1, points=1, box=False)
+    _, big = inputs(pe, B=2, points=1, box=False)
+    limit = estimate_attention_bytes(dec, B=2, T=7, layers=["final"])  # the first call holds half
+    with torch.no_grad(), record_attention(dec, max_bytes=limit, layers=["final"]) as attn:
+        dec(**small, multimask_output=True)
+        assert attn["transformer.final_attn_token_to_image"].shape[0] == 1
+        dec(**big, multimask_output=True)
+    assert attn["transformer.final_attn_token_to_image"].shape[0] == 2

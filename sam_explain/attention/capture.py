@@ -103,6 +103,15 @@ def select_sites(
     kinds: Optional[Iterable[str]] = None,
 ) -> List[AttentionSite]:
     """Keep the sites whose layer is in ``layers`` and kind in ``kinds`` (None keeps all)."""
+    if not sites:
+        raise ValueError(
+            "the model has no sam_explain.modeling Attention modules to record (an official "
+            "segment_anything model? load its state_dict into sam_explain's MaskDecoder)"
+        )
+    if isinstance(layers, (int, str)):
+        layers = [layers]
+    if isinstance(kinds, str):
+        kinds = [kinds]
     layer_set = None if layers is None else set(layers)
     kind_set = None if kinds is None else set(kinds)
     if kind_set is not None:
@@ -219,6 +228,9 @@ class AttentionRecord(Mapping[str, Tensor]):
 
     @property
     def num_prompt_sets(self) -> int:
+        """B, the prompt sets recorded."""
+        if not self.probs:
+            raise ValueError("nothing recorded yet: run the model inside the record_attention block")
         return next(iter(self.probs.values())).shape[0]
 
     @property
@@ -311,6 +323,8 @@ def record_attention(
     the block keeps the last call's maps). The hooks are removed on exit, also when the
     forward raises; the model's outputs are unchanged (the hooks only read).
     """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ValueError(f"record_attention: max_bytes must be a whole number of bytes >= 0, got {max_bytes!r}")
     sites = select_sites(attention_sites(model), layers, kinds)
     modules = dict(model.named_modules())
     record = AttentionRecord(sites, average_heads, max_bytes)
@@ -340,6 +354,9 @@ def record_attention(
         record.grid_size = (H, W)
         if estimate > max_bytes:
             _refuse(estimate, max_bytes, f"this forward (B = {B}, T = {T}, HW = {H} x {W})")
+        for store in (record.probs, record.q, record.k):  # a new forward replaces the last one's maps
+            for s in mine:
+                store.pop(s.name, None)
 
     def attention_pre_hook(site: AttentionSite):
         # A guard for models without a MaskDecoder around the Attention: refuse before this map exists.
