@@ -305,3 +305,14 @@ def test_python_m_trace_default():
     assert out.returncode == 0, out.stderr
     assert "B x K x 4H x 4W = 1 x 3 x 256 x 256" in out.stdout
     assert "sparse_prompt_embeddings: B x N' x C = 1 x 2 x 256" in out.stdout
+
+
+def test_json_schema_doc_matches_the_output():
+    """The example row in docs/tracing.md is a real row of the default one-click trace."""
+    doc = (ROOT / "docs" / "tracing.md").read_text(encoding="utf-8")
+    start = doc.index("```json\n") + len("```json\n")
+    example = json.loads(doc[start:doc.index("```", start)])
+    data = sam_explain.trace_prompt().to_dict()
+    assert example["schema"] == data["schema"] and example["version"] == data["version"]
+    assert example["title"] == data["title"]
+    assert example["rows"][0] == data["rows"][example["rows"][0]["index"]]

@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         multimask_output=not args.single_mask, decoder=decoder, prompt_encoder=prompt_encoder,
         device=args.device, dtype=dtype, include_prompt_encoder=args.prompt_encoder, seed=args.seed,
     )
+    if args.collapse:  # before filtering, so that a block folds as a whole
+        trace = trace.collapse()
     if args.path is not None or args.depth is not None or args.hooks_only:
         trace = trace.filter(args.path, max_depth=args.depth, kind="hook" if args.hooks_only else None)
-    if args.collapse:
-        trace = trace.collapse()
     if args.format == "text":
         out = trace.to_text(max_width=args.width)
     elif args.format == "markdown":

@@ -92,9 +92,10 @@ def _clip(s: str, width: Optional[int]) -> str:
 def to_text(trace: ShapeTrace, max_width: Optional[int] = None) -> str:
     """Aligned columns for a terminal, a module's inputs one per line; ``max_width`` clips each cell."""
     table = []  # rows of cells, each cell a list of lines
+    top = min((r.depth for r in trace.rows), default=0)
     for r in trace.rows:
         c = row_cells(r)
-        c["module path"] = "  " * r.depth + c["module path"]
+        c["module path"] = "  " * (r.depth - top) + c["module path"]
         c["#"] = c["flag"] + c["#"]
         cells = [c[k].split("; ") if k == "in" else [c[k]] for k in COLUMNS]
         table.append([[_clip(line, max_width) for line in cell] for cell in cells])
@@ -119,7 +120,8 @@ def to_markdown(trace: ShapeTrace) -> str:
     for r in trace.rows:
         c = row_cells(r)
         cells = [
-            c["flag"] + c["#"], f"`{c['module path']}`", c["class"], _md(c["in"]), _md(c["out"]),
+            c["flag"] + c["#"], f"`{c['module path']}`", c["class"], "<br>".join(_md(p) for p in c["in"].split("; ")),
+            _md(c["out"]),
             c["dtype"], c["device"], _md(c["step"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")

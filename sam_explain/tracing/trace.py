@@ -492,6 +492,7 @@ def _signature_of(module: nn.Module) -> Optional[inspect.Signature]:
 
 def _module_infos(model: nn.Module, prefix: str) -> List[Tuple[nn.Module, ModuleInfo]]:
     named = dict(model.named_modules(prefix=prefix))
+    statics: Dict[str, Tuple[Tuple[str, int], ...]] = {}  # per component path
     out = []
     for path, module in named.items():
         if isinstance(module, _CONTAINERS):
@@ -507,8 +508,10 @@ def _module_infos(model: nn.Module, prefix: str) -> List[Tuple[nn.Module, Module
         static: Tuple[Tuple[str, int], ...] = ()
         if component is not None:
             rel = path[len(component_path):].lstrip(".") if component_path else path
-            reader = contract.CONFIG_READERS[component]
-            static = tuple(reader(named[component_path], {}).items())
+            if component_path not in statics:
+                reader = contract.CONFIG_READERS[component]
+                statics[component_path] = tuple(reader(named[component_path], {}).items())
+            static = statics[component_path]
         is_hook = type(module).__name__ == "HookPoint"
         try:
             extra = module.extra_repr()
