@@ -7,3 +7,5 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
+from . import shape_contract
