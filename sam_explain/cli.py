@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "sam_explain.commands.demo",
     "sam_explain.commands.trace",
     "sam_explain.commands.shapes_doc",
+    "sam_explain.commands.attention",
 ]
 
 
