@@ -7,6 +7,8 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
+from . import shape_contract
 from .attention import (
     AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
     token_names,

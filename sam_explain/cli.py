@@ -11,6 +11,8 @@ from typing import List, Optional
 
 COMMAND_MODULES = [
     "sam_explain.commands.demo",
+    "sam_explain.commands.trace",
+    "sam_explain.commands.shapes_doc",
     "sam_explain.commands.attention",
 ]
 
