@@ -237,3 +237,25 @@ def test_command_writes_figures(tmp_path, capsys):
     assert printed[0] == "tokens: " + ", ".join(NAMES)
     with pytest.raises(SystemExit, match="no token named 'mask7'"):
         main(["attention", "--out", str(out), "--token", "mask7"])
+
+
+def test_command_with_checkpoint_image_and_embedding(tmp_path, capsys):
+    """Real inputs path: an official-format checkpoint, an image file and a saved embedding."""
+    from matplotlib.image import imsave
+
+    from sam_explain.cli import main
+    from sam_explain.testing import build_official_pair
+
+    decoder, prompt_encoder = build_official_pair(seed=5)
+    sd = {f"mask_decoder.{k}": v for k, v in decoder.state_dict().items()}
+    sd.update({f"prompt_encoder.{k}": v for k, v in prompt_encoder.state_dict().items()})
+    torch.save(sd, tmp_path / "sam.pth")
+    imsave(tmp_path / "img.png", placeholder_image(90, 60))
+    np.save(tmp_path / "emb.npy", torch.randn(1, 256, 64, 64).numpy())
+    common = ["attention", "--checkpoint", str(tmp_path / "sam.pth"), "--image", str(tmp_path / "img.png"),
+              "--point", "30,40,1", "--heads", "0", "--dpi", "30"]
+    assert main(common + ["--out", str(tmp_path / "o"), "--embedding", str(tmp_path / "emb.npy")]) == 0
+    assert len([p for p in capsys.readouterr().out.splitlines() if p.endswith(".png")]) == 4
+    np.save(tmp_path / "bad.npy", np.zeros((1, 256, 32, 32), np.float32))
+    with pytest.raises(SystemExit, match="1 x C x H x W = 1 x 256 x 64 x 64, got 1 x 256 x 32 x 32"):
+        main(common + ["--out", str(tmp_path / "o"), "--embedding", str(tmp_path / "bad.npy")])

@@ -88,10 +88,24 @@ def build_inputs(args: argparse.Namespace):
         from ..checkpoint import load_sam_checkpoint
 
         parts = load_sam_checkpoint(args.checkpoint)
-        prompt_encoder, decoder = parts.prompt_encoder.eval(), parts.mask_decoder.eval()
+        if parts.mask_decoder is None:
+            raise SystemExit(f"sam-explain attention: {args.checkpoint} holds no mask decoder ({parts.format})")
+        decoder = parts.mask_decoder.eval()
+        if parts.prompt_encoder is not None:
+            prompt_encoder = parts.prompt_encoder.eval()
+        else:
+            print(f"{args.checkpoint} holds no prompt encoder: using seeded random prompt-encoder weights")
+            prompt_encoder = build_models(args.seed)[0]
     else:
         prompt_encoder, decoder = build_models(args.seed)
-    embeddings = load_embedding(args.embedding) if args.embedding else placeholder_embedding(image, seed=args.seed)
+    if args.embedding:
+        embeddings = load_embedding(args.embedding)
+        want = (1, decoder.transformer_dim, *prompt_encoder.image_embedding_size)
+        if tuple(embeddings.shape) != want:
+            raise SystemExit(f"sam-explain attention: the embedding in {args.embedding} must be 1 x C x H x W = "
+                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, embeddings.shape))}")
+    else:
+        embeddings = placeholder_embedding(image, seed=args.seed)
     return prompt_encoder, decoder, image, embeddings
 
 
