@@ -190,11 +190,13 @@ def test_head_averaged_record(tmp_path):
         plot_token_self(rec, heads=1)
 
 
-def test_no_pyplot_figures_leak(scene):
+def test_no_pyplot_figures_leak_and_notebooks_get_a_png(scene):
     record, _ = scene
     before = plt.get_fignums()
-    plot_token_self(record)
+    fig = plot_token_self(record, layers=[0])
     assert plt.get_fignums() == before
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- explorer and command -----------------------------------------------------------------------

@@ -263,6 +263,61 @@ class AttentionRecord(Mapping[str, Tensor]):
             return list(self.token_names[prompt_set])
         return [f"token {i}" for i in range(self.num_tokens)]
 
+    def token_index(self, token: Union[int, str], prompt_set: int = 0) -> int:
+        """0..T-1 for a token given by index or name (``mask0``, ``point1 (-)`` or ``point1``, ``pad``)."""
+        names = self.names(prompt_set)
+        if isinstance(token, int) or hasattr(token, "__index__") and not isinstance(token, str):
+            if not 0 <= int(token) < len(names):
+                raise ValueError(f"token index must be in 0..T-1 = 0..{len(names) - 1}, got {token}")
+            return int(token)
+        if token in names:
+            return names.index(token)
+        matches = [i for i, n in enumerate(names) if n.split(" (")[0] == token]  # "point0" for "point0 (+)"
+        if len(matches) == 1:
+            return matches[0]
+        raise ValueError(f"no token named {token!r} in prompt set {prompt_set}; tokens are {names}")
+
+    def map(
+        self,
+        kind: str = "token_to_image",
+        layer: LayerSpec = 0,
+        token: Optional[Union[int, str]] = None,
+        head: Union[str, int] = "mean",
+        prompt_set: int = 0,
+    ) -> Tensor:
+        """One map, by what it means rather than its module path:
+
+          token_to_image  H x W: where ``token`` reads the image
+          image_to_token  H x W: how much each image position reads ``token``
+          token_self      T x T (rows: query tokens), or ``token``'s row, T
+
+        ``head`` is ``"mean"`` (over heads) or a head index; ``layer`` 0, 1, ... or ``"final"``.
+        """
+        names = self.by(layer=layer, kind=kind)
+        if not names:
+            have = [(s.layer, s.kind) for n, s in self.sites.items() if n in self.probs]
+            raise ValueError(f"no {kind} attention recorded at layer {layer!r}; recorded (layer, kind): {have}")
+        B = self.num_prompt_sets
+        if not 0 <= prompt_set < B:
+            raise ValueError(f"prompt_set must be in 0..B-1 = 0..{B - 1}, got {prompt_set}")
+        maps = self.probs[names[0]][prompt_set]  # h x N_q x N_k
+        if head == "mean":
+            m = maps.mean(0)  # N_q x N_k
+        elif isinstance(head, int) and 0 <= head < maps.shape[0] and not self.average_heads:
+            m = maps[head]
+        else:
+            raise ValueError(f"head must be 'mean' or an index in 0..h-1 = 0..{maps.shape[0] - 1}"
+                             + (" (the record holds head-averaged maps: use 'mean')" if self.average_heads else "")
+                             + f", got {head!r}")
+        if kind == "token_self":
+            return m if token is None else m[self.token_index(token, prompt_set)]  # T x T or T
+        if token is None:
+            raise ValueError(f"a {kind} map needs a token; tokens are {self.names(prompt_set)}")
+        t = self.token_index(token, prompt_set)
+        H, W = self.grid()
+        row = m[t] if kind == "token_to_image" else m[:, t]  # HW
+        return row.reshape(H, W)  # H x W
+
     def by(self, layer: Optional[LayerSpec] = None, kind: Optional[str] = None) -> List[str]:
         """Names of the recorded maps of a layer and/or kind, in call order."""
         return [

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
+import io
 import textwrap
 
 import numpy as np
 import torch
+from matplotlib import figure as mpl_figure
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
@@ -38,20 +40,18 @@ KIND_MEANING = {
 }
 
 
+class Figure(mpl_figure.Figure):
+    """A matplotlib Figure that shows itself as a PNG in Jupyter even when pyplot was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
 def token_index(record: AttentionRecord, token: Union[int, str], prompt_set: int = 0) -> int:
     """The position in 0..T-1 of a token given by index or by name (``mask0``, ``point1 (-)``, ``pad``...)."""
-    names = record.names(prompt_set)
-    if isinstance(token, (int, np.integer)):
-        if not 0 <= int(token) < len(names):
-            raise ValueError(f"token index must be in 0..T-1 = 0..{len(names) - 1}, got {token}")
-        return int(token)
-    if token in names:
-        return names.index(token)
-    # allow the short form "point0" for "point0 (+)"
-    matches = [i for i, n in enumerate(names) if n.split(" (")[0] == token]
-    if len(matches) == 1:
-        return matches[0]
-    raise ValueError(f"no token named {token!r} in prompt set {prompt_set}; tokens are {names}")
+    return record.token_index(token, prompt_set)
 
 
 def check_prompt_set(record: AttentionRecord, prompt_set: int) -> None:
@@ -154,15 +154,20 @@ def mark_prompts(
     first_sparse = len(names) - len(positions)
     H, W = record.grid()
     size_h, size_w = record.input_image_size
+    def to_axes(xy):
+        xy = np.asarray(xy, dtype=np.float64)
+        if image is None:
+            return xy[0] * W / size_w - 0.5, xy[1] * H / size_h - 0.5  # grid cell coordinates
+        return tuple(to_original_frame(xy, image.shape[:2], long_side=max(size_h, size_w)))
+
+    if record.prompts.boxes is not None:  # the box: its two corner tokens are the last two
+        (x0, y0), (x1, y1) = to_axes(positions[-2]), to_axes(positions[-1])
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="orange", linewidth=1.0))
     for j, xy in enumerate(positions):
         if xy is None:
             continue
         i = first_sparse + j
-        xy = np.asarray(xy, dtype=np.float64)
-        if image is None:
-            x, y = xy[0] * W / size_w - 0.5, xy[1] * H / size_h - 0.5  # grid cell coordinates
-        else:
-            x, y = to_original_frame(xy, image.shape[:2], long_side=max(size_h, size_w))
+        x, y = to_axes(xy)
         colour = "lime" if "(+)" in names[i] else "red" if "(-)" in names[i] else "orange"
         big = i == highlight
         ax.plot([x], [y], marker="*" if big else "o", markersize=14 if big else 5, color=colour,

@@ -13,11 +13,9 @@ from __future__ import annotations
 import io
 from typing import Optional
 
-from matplotlib.figure import Figure
-
 from ..attention.capture import KIND_TITLES, AttentionRecord
 from .attention import (
-    colour_note, draw_grid_map, head_views, mark_prompts, prepare_image, site_label, sites_of,
+    Figure, colour_note, draw_grid_map, head_views, mark_prompts, prepare_image, site_label, sites_of,
 )
 
 KIND_ORDER = ("token_to_image", "image_to_token", "token_self")
