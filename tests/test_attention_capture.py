@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sam_explain.attention import (
-    AttentionMemoryError, attention_sites, capture_attention, estimate_attention_bytes, record_attention,
+    AttentionMemoryError, capture_attention, estimate_attention_bytes, record_attention,
     token_names,
 )
 from sam_explain.example import example_prompts
