@@ -142,6 +142,17 @@ def site_shape(site: AttentionSite, B: int, T: int, HW: int) -> Tuple[int, int]:
     raise ValueError(f"cannot predict the shape of {site.name} (kind 'other')")
 
 
+def map_bytes(
+    module: Attention, B: int, n_q: int, n_k: int, elem: int, average_heads: bool, with_qk: bool
+) -> int:
+    """Bytes kept for one Attention call: its map B x h x N_q x N_k (h -> 1 if averaged), and with
+    ``with_qk`` its queries B x h x N_q x d and keys B x h x N_k x d (h d = internal channels)."""
+    size = B * (1 if average_heads else module.num_heads) * n_q * n_k * elem
+    if with_qk:
+        size += B * (n_q + n_k) * module.internal_dim * elem
+    return size
+
+
 def estimate_attention_bytes(
     decoder: nn.Module,
     B: int,
@@ -165,14 +176,9 @@ def estimate_attention_bytes(
         dtype = next(decoder.parameters()).dtype
     elem = torch.empty((), dtype=dtype).element_size()
     modules = dict(decoder.named_modules())
-    total = 0
-    for s in sites:
-        n_q, n_k = site_shape(s, B, T, HW)
-        total += B * (1 if average_heads else s.num_heads) * n_q * n_k * elem
-        if with_qk:
-            d = modules[s.name].internal_dim // s.num_heads
-            total += B * s.num_heads * (n_q + n_k) * d * elem
-    return total
+    return sum(
+        map_bytes(modules[s.name], B, *site_shape(s, B, T, HW), elem, average_heads, with_qk) for s in sites
+    )
 
 
 def format_bytes(n: float) -> str:
@@ -398,13 +404,9 @@ def record_attention(
         prefix = "" if module is model else next(n for n, m in modules.items() if m is module) + "."
         mine = [s for s in sites if s.name.startswith(prefix) and s.kind != "other"]
         elem = torch.empty((), dtype=module.iou_token.weight.dtype).element_size()
-        estimate = 0
-        for s in mine:
-            n_q, n_k = site_shape(s, B, T, H * W)
-            estimate += B * (1 if average_heads else s.num_heads) * n_q * n_k * elem
-            if with_qk:
-                d = modules[s.name].internal_dim // s.num_heads
-                estimate += B * s.num_heads * (n_q + n_k) * d * elem
+        estimate = sum(
+            map_bytes(modules[s.name], B, *site_shape(s, B, T, H * W), elem, average_heads, with_qk) for s in mine
+        )
         record.estimated_bytes = estimate
         record.grid_size = (H, W)
         if estimate > max_bytes:
@@ -421,10 +423,7 @@ def record_attention(
             if not (isinstance(q, Tensor) and isinstance(k, Tensor) and q.dim() == 3 and k.dim() == 3):
                 return
             B, n_q, n_k = q.shape[0], q.shape[1], k.shape[1]
-            elem = module.q_proj.weight.element_size()
-            size = B * (1 if average_heads else module.num_heads) * n_q * n_k * elem
-            if with_qk:
-                size += B * (n_q + n_k) * module.internal_dim * elem
+            size = map_bytes(module, B, n_q, n_k, module.q_proj.weight.element_size(), average_heads, with_qk)
             old = record.nbytes - _site_bytes(record, site.name)
             if old + size > max_bytes:
                 _refuse(old + size, max_bytes, f"recording {site.name} (B x h x N_q x N_k = "
