@@ -261,3 +261,25 @@ def test_command_with_checkpoint_image_and_embedding(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((1, 256, 32, 32), np.float32))
     with pytest.raises(SystemExit, match="1 x C x H x W = 1 x 256 x 64 x 64, got 1 x 256 x 32 x 32"):
         main(common + ["--out", str(tmp_path / "o"), "--embedding", str(tmp_path / "bad.npy")])
+
+
+def test_other_configuration_small_grid_and_input():
+    """Not only SAM's numbers: depth 1, h = 4, a 16 x 16 grid over a 256 x 256 input."""
+    from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
+
+    torch.manual_seed(0)
+    pe = build_prompt_encoder(image_embedding_size=(16, 16), input_image_size=(256, 256))
+    dec = build_mask_decoder(depth=1, num_heads=4)
+    image = placeholder_image(60, 40)  # portrait: resized to 256 x 171 (171 = int(40 * 256 / 60 + 0.5))
+    prompts = Prompts(points=(to_input_frame(torch.tensor([[[20.0, 30.0]]]), (60, 40), 256).float(),
+                              torch.tensor([[1]])))
+    rec = capture_attention(pe, dec, placeholder_embedding(image, grid=16), prompts)
+    assert rec.grid() == (16, 16) and list(rec) == [
+        "transformer.layers.0.self_attn", "transformer.layers.0.cross_attn_token_to_image",
+        "transformer.layers.0.cross_attn_image_to_token", "transformer.final_attn_token_to_image"]
+    fig = plot_token_to_image(rec, "point0", image=image)
+    axes = panels(fig)
+    assert [ax.get_title() for ax in axes] == [f"{w}, head {i}" for w in ("layer 0", "final") for i in range(4)]
+    heat = axes[5].images[1].get_array()  # final, head 1
+    expected = rec["transformer.final_attn_token_to_image"][0, 1, 5].reshape(16, 16)
+    np.testing.assert_allclose(heat, grid_to_image(expected, (60, 40), input_size=256), atol=1e-7)

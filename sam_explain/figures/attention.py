@@ -122,12 +122,14 @@ def draw_grid_map(
     vmax: float,
     cmap: str,
     alpha: float,
+    input_size: int = 1024,
 ):
-    """An H x W map, raw or over the image (resize-and-pad geometry). Returns the mappable."""
+    """An H x W map, raw or over the image (resize-and-pad geometry; ``input_size`` is the side of
+    the padded square input the grid covers, 1024 in SAM). Returns the mappable."""
     if image is None:
         im = ax.imshow(grid_map, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     else:
-        heat = grid_to_image(grid_map, image.shape[:2])  # h0 x w0
+        heat = grid_to_image(grid_map, image.shape[:2], input_size)  # h0 x w0
         ax.imshow(image)
         # opaque where the attention is high, mostly see-through where it is low
         strength = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
@@ -221,7 +223,8 @@ def plot_token_to_image(
             grid_map = view[0].numpy()  # H x W
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha)
+            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
+                                 input_size=max(record.input_image_size))
             if show_prompts:
                 mark_prompts(ax, record, prompt_set, image=img, highlight=t)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
@@ -270,7 +273,8 @@ def plot_image_to_token(
             grid_map = view[t].numpy()
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha)
+            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
+                                 input_size=max(record.input_image_size))
             ax.set_title(f"{names[t]}\n{label}", fontsize=8)
             if scale == "per-panel":
                 fig.colorbar(last, ax=ax, shrink=0.8)
