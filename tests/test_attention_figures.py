@@ -239,6 +239,8 @@ def test_command_writes_figures(tmp_path, capsys):
     assert printed[0] == "tokens: " + ", ".join(NAMES)
     with pytest.raises(SystemExit, match="no token named 'mask7'"):
         main(["attention", "--out", str(out), "--token", "mask7"])
+    with pytest.raises(SystemExit, match="heads must be 'all', 'mean' or an index in 0..h-1 = 0..7, got 'max'"):
+        main(["attention", "--out", str(out), "--heads", "max"])
 
 
 def test_command_with_checkpoint_image_and_embedding(tmp_path, capsys):
@@ -273,7 +275,7 @@ def test_other_configuration_small_grid_and_input():
     image = placeholder_image(60, 40)  # portrait: resized to 256 x 171 (171 = int(40 * 256 / 60 + 0.5))
     prompts = Prompts(points=(to_input_frame(torch.tensor([[[20.0, 30.0]]]), (60, 40), 256).float(),
                               torch.tensor([[1]])))
-    rec = capture_attention(pe, dec, placeholder_embedding(image, grid=16), prompts)
+    rec = capture_attention(pe, dec, placeholder_embedding(image, grid=16, input_size=256), prompts)
     assert rec.grid() == (16, 16) and list(rec) == [
         "transformer.layers.0.self_attn", "transformer.layers.0.cross_attn_token_to_image",
         "transformer.layers.0.cross_attn_image_to_token", "transformer.final_attn_token_to_image"]

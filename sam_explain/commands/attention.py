@@ -143,21 +143,21 @@ def run(args: argparse.Namespace) -> int:
     prompts = describe_prompts(args, image.shape[:2])
     record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
     token = int(args.token) if args.token.isdigit() else args.token
+    heads = int(args.heads) if args.heads.isdigit() else args.heads
     try:
         t = token_index(record, token)
+        name = slug(record.names(0)[t])
+        figures = {
+            f"token_to_image_{name}.png": plot_token_to_image(record, t, heads=heads, scale=args.scale),
+            f"token_to_image_{name}_overlay.png": plot_token_to_image(record, t, heads=heads, image=image,
+                                                                      scale=args.scale),
+            "image_to_token_overlay.png": plot_image_to_token(record, image=image, scale=args.scale),
+            "token_self.png": plot_token_self(record, scale=args.scale),
+        }
     except ValueError as err:
         raise SystemExit(f"sam-explain attention: {err}") from None
-    heads = int(args.heads) if args.heads.isdigit() else args.heads
-    name = slug(record.names(0)[t])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {
-        f"token_to_image_{name}.png": plot_token_to_image(record, t, heads=heads, scale=args.scale),
-        f"token_to_image_{name}_overlay.png": plot_token_to_image(record, t, heads=heads, image=image,
-                                                                  scale=args.scale),
-        "image_to_token_overlay.png": plot_image_to_token(record, image=image, scale=args.scale),
-        "token_self.png": plot_token_self(record, scale=args.scale),
-    }
     print(f"tokens: {', '.join(record.names(0))}")
     for filename, fig in figures.items():
         path = out / filename
