@@ -31,9 +31,9 @@ def placeholder_image(height: int = 480, width: int = 640) -> np.ndarray:
 def placeholder_embedding(
     image, channels: int = 256, grid: int = 64, seed: int = 0, input_size: int = 1024
 ) -> torch.Tensor:
-    """1 x C x H x W from an image, by SAM's geometry but no learned encoder: the padded input is
-    averaged over each patch (16 x 16 pixels in SAM) (plus an "inside the image" channel) and projected to C channels
-    by a fixed random matrix, so that regions of one colour get one embedding."""
+    """1 x C x H x W from an image, by SAM's geometry but with no learned encoder: the padded input,
+    plus an "inside the image" channel, is averaged over each patch (16 x 16 pixels in SAM) and
+    projected to C channels by a fixed random matrix, so regions of one colour get one embedding."""
     padded = torch.from_numpy(image_to_input(image, input_size))  # input_size x input_size x 3
     h, w = resized_shape(np.asarray(image).shape[:2], input_size)
     inside = torch.zeros(input_size, input_size, 1)
