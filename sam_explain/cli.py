@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "sam_explain.commands.trace",
     "sam_explain.commands.shapes_doc",
     "sam_explain.commands.attention",
+    "sam_explain.commands.diagram",
 ]
 
 
