@@ -285,3 +285,20 @@ def test_other_configuration_small_grid_and_input():
     heat = axes[5].images[1].get_array()  # final, head 1
     expected = rec["transformer.final_attn_token_to_image"][0, 1, 5].reshape(16, 16)
     np.testing.assert_allclose(heat, grid_to_image(expected, (60, 40), input_size=256), atol=1e-7)
+
+
+def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
+    """--toy: the toy model's 256 x 256 frame and scenes (untrained weights here, so the test does
+    not depend on the shipped file; the command calls toy_model() to get the trained one)."""
+    toy = pytest.importorskip("sam_explain.toy")
+    from sam_explain.cli import main
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(toy, "toy_model", lambda *a, **k: toy.ToyModel().eval())
+    out = tmp_path / "toy"
+    assert main(["attention", "--toy", "--out", str(out), "--heads", "mean", "--dpi", "30"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "tokens: iou, mask0, mask1, mask2, mask3, point0 (+), pad"
+    assert len([p for p in printed if p.endswith(".png")]) == 4
+    with pytest.raises(SystemExit, match="--toy brings its own weights"):
+        main(["attention", "--toy", "--checkpoint", "x.pth", "--out", str(out)])
