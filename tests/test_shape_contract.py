@@ -235,3 +235,21 @@ def test_torchinfo_parameter_counts():
     assert stats.total_params == 6_220
     doc = sc.render_shapes_markdown()
     assert "| 4,058,340 |" in doc and "| 6,220 |" in doc
+
+
+def test_documented_tensors_at_a_glance():
+    """Every named tensor of docs/shapes.md's first table, against a real run with SAM's numbers."""
+    trace, dec_cfg, pe_cfg, _ = run_traced(B=1, points=1, mask=True)
+    values = {"decoder": dec_cfg.symbols(), "prompt_encoder": pe_cfg.symbols()}
+    doc = sc.render_shapes_markdown()
+    for name, (component, path, which) in sc.DOCUMENTED.items():
+        rows = [r for r in trace if r.info.component == component and r.entry is not None
+                and r.entry.path == path]
+        assert rows, f"{name}: no traced call of {path}"
+        entry = rows[0].entry
+        want = sc.evaluate(entry.out, values[component], entry.bind)
+        for r in rows:
+            assert matches(r.output, want), f"{name}: {r.path} gave {r.output}, the docs say {want}"
+        numbers = " x ".join(map(str, want)) if isinstance(want[0], int) else None
+        if numbers:
+            assert f"| {name} |" in doc and f"| {numbers} |" in doc
