@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from sam_explain import shape_contract as sc
 from sam_explain.example import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
 from sam_explain.tracing import TensorInfo, trace_shapes
-from sam_explain.tracing.trace import Value
 
 ROOT = Path(__file__).resolve().parents[1]
 
