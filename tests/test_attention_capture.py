@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sam_explain.attention import (
-    AttentionMemoryError, attention_sites, capture_attention, estimate_attention_bytes, record_attention,
+    AttentionMemoryError, capture_attention, estimate_attention_bytes, record_attention,
     token_names,
 )
 from sam_explain.example import example_prompts
@@ -265,6 +265,20 @@ def test_capture_attention_in_one_call():
     assert rec.masks.shape == (2, 3, 256, 256)
     assert rec.by(kind="token_to_image") == [SITES[1], SITES[4], SITES[6]]
     assert "2 x 8 x 8 x 4096" in repr(rec)
+    # one map by what it means
+    t2i = rec.map("token_to_image", layer="final", token="mask0", head=3, prompt_set=1)
+    assert torch.equal(t2i, rec[SITES[6]][1, 3, 1].reshape(64, 64))
+    i2t = rec.map("image_to_token", layer=1, token="pad")
+    torch.testing.assert_close(i2t, rec[SITES[5]][0, :, :, 7].mean(0).reshape(64, 64), rtol=0, atol=1e-7)
+    assert rec.map("token_self", layer=0).shape == (T, T)
+    torch.testing.assert_close(rec.map("token_self", layer=0, token="point1"), rec[SITES[0]][0, :, 6].mean(0),
+                               rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="needs a token"):
+        rec.map("token_to_image")
+    with pytest.raises(ValueError, match=r"no image_to_token attention recorded at layer 'final'"):
+        rec.map("image_to_token", layer="final", token=0)
+    with pytest.raises(ValueError, match="0..h-1 = 0..7, got 8"):
+        rec.map("token_self", head=8)
 
 
 def test_bad_arguments_say_what_is_wanted(pair):

@@ -190,11 +190,13 @@ def test_head_averaged_record(tmp_path):
         plot_token_self(rec, heads=1)
 
 
-def test_no_pyplot_figures_leak(scene):
+def test_no_pyplot_figures_leak_and_notebooks_get_a_png(scene):
     record, _ = scene
     before = plt.get_fignums()
-    plot_token_self(record)
+    fig = plot_token_self(record, layers=[0])
     assert plt.get_fignums() == before
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- explorer and command -----------------------------------------------------------------------
@@ -237,3 +239,66 @@ def test_command_writes_figures(tmp_path, capsys):
     assert printed[0] == "tokens: " + ", ".join(NAMES)
     with pytest.raises(SystemExit, match="no token named 'mask7'"):
         main(["attention", "--out", str(out), "--token", "mask7"])
+    with pytest.raises(SystemExit, match="heads must be 'all', 'mean' or an index in 0..h-1 = 0..7, got 'max'"):
+        main(["attention", "--out", str(out), "--heads", "max"])
+
+
+def test_command_with_checkpoint_image_and_embedding(tmp_path, capsys):
+    """Real inputs path: an official-format checkpoint, an image file and a saved embedding."""
+    from matplotlib.image import imsave
+
+    from sam_explain.cli import main
+    from sam_explain.testing import build_official_pair
+
+    decoder, prompt_encoder = build_official_pair(seed=5)
+    sd = {f"mask_decoder.{k}": v for k, v in decoder.state_dict().items()}
+    sd.update({f"prompt_encoder.{k}": v for k, v in prompt_encoder.state_dict().items()})
+    torch.save(sd, tmp_path / "sam.pth")
+    imsave(tmp_path / "img.png", placeholder_image(90, 60))
+    np.save(tmp_path / "emb.npy", torch.randn(1, 256, 64, 64).numpy())
+    common = ["attention", "--checkpoint", str(tmp_path / "sam.pth"), "--image", str(tmp_path / "img.png"),
+              "--point", "30,40,1", "--heads", "0", "--dpi", "30"]
+    assert main(common + ["--out", str(tmp_path / "o"), "--embedding", str(tmp_path / "emb.npy")]) == 0
+    assert len([p for p in capsys.readouterr().out.splitlines() if p.endswith(".png")]) == 4
+    np.save(tmp_path / "bad.npy", np.zeros((1, 256, 32, 32), np.float32))
+    with pytest.raises(SystemExit, match="1 x C x H x W = 1 x 256 x 64 x 64, got 1 x 256 x 32 x 32"):
+        main(common + ["--out", str(tmp_path / "o"), "--embedding", str(tmp_path / "bad.npy")])
+
+
+def test_other_configuration_small_grid_and_input():
+    """Not only SAM's numbers: depth 1, h = 4, a 16 x 16 grid over a 256 x 256 input."""
+    from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
+
+    torch.manual_seed(0)
+    pe = build_prompt_encoder(image_embedding_size=(16, 16), input_image_size=(256, 256))
+    dec = build_mask_decoder(depth=1, num_heads=4)
+    image = placeholder_image(60, 40)  # portrait: resized to 256 x 171 (171 = int(40 * 256 / 60 + 0.5))
+    prompts = Prompts(points=(to_input_frame(torch.tensor([[[20.0, 30.0]]]), (60, 40), 256).float(),
+                              torch.tensor([[1]])))
+    rec = capture_attention(pe, dec, placeholder_embedding(image, grid=16, input_size=256), prompts)
+    assert rec.grid() == (16, 16) and list(rec) == [
+        "transformer.layers.0.self_attn", "transformer.layers.0.cross_attn_token_to_image",
+        "transformer.layers.0.cross_attn_image_to_token", "transformer.final_attn_token_to_image"]
+    fig = plot_token_to_image(rec, "point0", image=image)
+    axes = panels(fig)
+    assert [ax.get_title() for ax in axes] == [f"{w}, head {i}" for w in ("layer 0", "final") for i in range(4)]
+    heat = axes[5].images[1].get_array()  # final, head 1
+    expected = rec["transformer.final_attn_token_to_image"][0, 1, 5].reshape(16, 16)
+    np.testing.assert_allclose(heat, grid_to_image(expected, (60, 40), input_size=256), atol=1e-7)
+
+
+def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
+    """--toy: the toy model's 256 x 256 frame and scenes (untrained weights here, so the test does
+    not depend on the shipped file; the command calls toy_model() to get the trained one)."""
+    toy = pytest.importorskip("sam_explain.toy")
+    from sam_explain.cli import main
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(toy, "toy_model", lambda *a, **k: toy.ToyModel().eval())
+    out = tmp_path / "toy"
+    assert main(["attention", "--toy", "--out", str(out), "--heads", "mean", "--dpi", "30"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "tokens: iou, mask0, mask1, mask2, mask3, point0 (+), pad"
+    assert len([p for p in printed if p.endswith(".png")]) == 4
+    with pytest.raises(SystemExit, match="--toy brings its own weights"):
+        main(["attention", "--toy", "--checkpoint", "x.pth", "--out", str(out)])

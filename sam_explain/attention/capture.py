@@ -142,6 +142,17 @@ def site_shape(site: AttentionSite, B: int, T: int, HW: int) -> Tuple[int, int]:
     raise ValueError(f"cannot predict the shape of {site.name} (kind 'other')")
 
 
+def map_bytes(
+    module: Attention, B: int, n_q: int, n_k: int, elem: int, average_heads: bool, with_qk: bool
+) -> int:
+    """Bytes kept for one Attention call: its map B x h x N_q x N_k (h -> 1 if averaged), and with
+    ``with_qk`` its queries B x h x N_q x d and keys B x h x N_k x d (h d = internal channels)."""
+    size = B * (1 if average_heads else module.num_heads) * n_q * n_k * elem
+    if with_qk:
+        size += B * (n_q + n_k) * module.internal_dim * elem
+    return size
+
+
 def estimate_attention_bytes(
     decoder: nn.Module,
     B: int,
@@ -165,14 +176,9 @@ def estimate_attention_bytes(
         dtype = next(decoder.parameters()).dtype
     elem = torch.empty((), dtype=dtype).element_size()
     modules = dict(decoder.named_modules())
-    total = 0
-    for s in sites:
-        n_q, n_k = site_shape(s, B, T, HW)
-        total += B * (1 if average_heads else s.num_heads) * n_q * n_k * elem
-        if with_qk:
-            d = modules[s.name].internal_dim // s.num_heads
-            total += B * s.num_heads * (n_q + n_k) * d * elem
-    return total
+    return sum(
+        map_bytes(modules[s.name], B, *site_shape(s, B, T, HW), elem, average_heads, with_qk) for s in sites
+    )
 
 
 def format_bytes(n: float) -> str:
@@ -263,6 +269,61 @@ class AttentionRecord(Mapping[str, Tensor]):
             return list(self.token_names[prompt_set])
         return [f"token {i}" for i in range(self.num_tokens)]
 
+    def token_index(self, token: Union[int, str], prompt_set: int = 0) -> int:
+        """0..T-1 for a token given by index or name (``mask0``, ``point1 (-)`` or ``point1``, ``pad``)."""
+        names = self.names(prompt_set)
+        if isinstance(token, int) or hasattr(token, "__index__") and not isinstance(token, str):
+            if not 0 <= int(token) < len(names):
+                raise ValueError(f"token index must be in 0..T-1 = 0..{len(names) - 1}, got {token}")
+            return int(token)
+        if token in names:
+            return names.index(token)
+        matches = [i for i, n in enumerate(names) if n.split(" (")[0] == token]  # "point0" for "point0 (+)"
+        if len(matches) == 1:
+            return matches[0]
+        raise ValueError(f"no token named {token!r} in prompt set {prompt_set}; tokens are {names}")
+
+    def map(
+        self,
+        kind: str = "token_to_image",
+        layer: LayerSpec = 0,
+        token: Optional[Union[int, str]] = None,
+        head: Union[str, int] = "mean",
+        prompt_set: int = 0,
+    ) -> Tensor:
+        """One map, by what it means rather than its module path:
+
+          token_to_image  H x W: where ``token`` reads the image
+          image_to_token  H x W: how much each image position reads ``token``
+          token_self      T x T (rows: query tokens), or ``token``'s row, T
+
+        ``head`` is ``"mean"`` (over heads) or a head index; ``layer`` 0, 1, ... or ``"final"``.
+        """
+        names = self.by(layer=layer, kind=kind)
+        if not names:
+            have = [(s.layer, s.kind) for n, s in self.sites.items() if n in self.probs]
+            raise ValueError(f"no {kind} attention recorded at layer {layer!r}; recorded (layer, kind): {have}")
+        B = self.num_prompt_sets
+        if not 0 <= prompt_set < B:
+            raise ValueError(f"prompt_set must be in 0..B-1 = 0..{B - 1}, got {prompt_set}")
+        maps = self.probs[names[0]][prompt_set]  # h x N_q x N_k
+        if head == "mean":
+            m = maps.mean(0)  # N_q x N_k
+        elif isinstance(head, int) and 0 <= head < maps.shape[0] and not self.average_heads:
+            m = maps[head]
+        else:
+            raise ValueError(f"head must be 'mean' or an index in 0..h-1 = 0..{maps.shape[0] - 1}"
+                             + (" (the record holds head-averaged maps: use 'mean')" if self.average_heads else "")
+                             + f", got {head!r}")
+        if kind == "token_self":
+            return m if token is None else m[self.token_index(token, prompt_set)]  # T x T or T
+        if token is None:
+            raise ValueError(f"a {kind} map needs a token; tokens are {self.names(prompt_set)}")
+        t = self.token_index(token, prompt_set)
+        H, W = self.grid()
+        row = m[t] if kind == "token_to_image" else m[:, t]  # HW
+        return row.reshape(H, W)  # H x W
+
     def by(self, layer: Optional[LayerSpec] = None, kind: Optional[str] = None) -> List[str]:
         """Names of the recorded maps of a layer and/or kind, in call order."""
         return [
@@ -343,13 +404,9 @@ def record_attention(
         prefix = "" if module is model else next(n for n, m in modules.items() if m is module) + "."
         mine = [s for s in sites if s.name.startswith(prefix) and s.kind != "other"]
         elem = torch.empty((), dtype=module.iou_token.weight.dtype).element_size()
-        estimate = 0
-        for s in mine:
-            n_q, n_k = site_shape(s, B, T, H * W)
-            estimate += B * (1 if average_heads else s.num_heads) * n_q * n_k * elem
-            if with_qk:
-                d = modules[s.name].internal_dim // s.num_heads
-                estimate += B * s.num_heads * (n_q + n_k) * d * elem
+        estimate = sum(
+            map_bytes(modules[s.name], B, *site_shape(s, B, T, H * W), elem, average_heads, with_qk) for s in mine
+        )
         record.estimated_bytes = estimate
         record.grid_size = (H, W)
         if estimate > max_bytes:
@@ -366,10 +423,7 @@ def record_attention(
             if not (isinstance(q, Tensor) and isinstance(k, Tensor) and q.dim() == 3 and k.dim() == 3):
                 return
             B, n_q, n_k = q.shape[0], q.shape[1], k.shape[1]
-            elem = module.q_proj.weight.element_size()
-            size = B * (1 if average_heads else module.num_heads) * n_q * n_k * elem
-            if with_qk:
-                size += B * (n_q + n_k) * module.internal_dim * elem
+            size = map_bytes(module, B, n_q, n_k, module.q_proj.weight.element_size(), average_heads, with_qk)
             old = record.nbytes - _site_bytes(record, site.name)
             if old + size > max_bytes:
                 _refuse(old + size, max_bytes, f"recording {site.name} (B x h x N_q x N_k = "

@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 from torch.nn import functional as F
 
-from ..figures.geometry import image_to_input
+from ..figures.geometry import image_to_input, resized_shape
 from ..modeling import MaskDecoder, PromptEncoder, build_mask_decoder, build_prompt_encoder
 
 
@@ -28,13 +28,17 @@ def placeholder_image(height: int = 480, width: int = 640) -> np.ndarray:
     return img
 
 
-def placeholder_embedding(image, channels: int = 256, grid: int = 64, seed: int = 0) -> torch.Tensor:
-    """1 x C x H x W from an image, by SAM's geometry but no learned encoder: the padded input is
-    averaged over each 16 x 16 patch (plus an "inside the image" channel) and projected to C channels
-    by a fixed random matrix, so that regions of one colour get one embedding."""
-    padded = torch.from_numpy(image_to_input(image))  # 1024 x 1024 x 3
-    inside = (padded.abs().sum(-1, keepdim=True) > 0).float()  # 1024 x 1024 x 1
-    x = rearrange(torch.cat([padded, inside], -1), "y x c -> 1 c y x")  # 1 x 4 x 1024 x 1024
+def placeholder_embedding(
+    image, channels: int = 256, grid: int = 64, seed: int = 0, input_size: int = 1024
+) -> torch.Tensor:
+    """1 x C x H x W from an image, by SAM's geometry but with no learned encoder: the padded input,
+    plus an "inside the image" channel, is averaged over each patch (16 x 16 pixels in SAM) and
+    projected to C channels by a fixed random matrix, so regions of one colour get one embedding."""
+    padded = torch.from_numpy(image_to_input(image, input_size))  # input_size x input_size x 3
+    h, w = resized_shape(np.asarray(image).shape[:2], input_size)
+    inside = torch.zeros(input_size, input_size, 1)
+    inside[:h, :w] = 1.0  # the image, not the padding
+    x = rearrange(torch.cat([padded, inside], -1), "y x c -> 1 c y x")  # 1 x 4 x input_size x input_size
     x = F.adaptive_avg_pool2d(x, grid)  # 1 x 4 x H x W
     gen = torch.Generator().manual_seed(seed)
     proj = torch.randn(channels, 4, generator=gen)  # C x 4

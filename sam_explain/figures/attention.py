@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
+import io
 import textwrap
 
 import numpy as np
 import torch
+from matplotlib import figure as mpl_figure
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
@@ -38,20 +40,18 @@ KIND_MEANING = {
 }
 
 
+class Figure(mpl_figure.Figure):
+    """A matplotlib Figure that shows itself as a PNG in Jupyter even when pyplot was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
+
+
 def token_index(record: AttentionRecord, token: Union[int, str], prompt_set: int = 0) -> int:
     """The position in 0..T-1 of a token given by index or by name (``mask0``, ``point1 (-)``, ``pad``...)."""
-    names = record.names(prompt_set)
-    if isinstance(token, (int, np.integer)):
-        if not 0 <= int(token) < len(names):
-            raise ValueError(f"token index must be in 0..T-1 = 0..{len(names) - 1}, got {token}")
-        return int(token)
-    if token in names:
-        return names.index(token)
-    # allow the short form "point0" for "point0 (+)"
-    matches = [i for i, n in enumerate(names) if n.split(" (")[0] == token]
-    if len(matches) == 1:
-        return matches[0]
-    raise ValueError(f"no token named {token!r} in prompt set {prompt_set}; tokens are {names}")
+    return record.token_index(token, prompt_set)
 
 
 def check_prompt_set(record: AttentionRecord, prompt_set: int) -> None:
@@ -122,12 +122,14 @@ def draw_grid_map(
     vmax: float,
     cmap: str,
     alpha: float,
+    input_size: int = 1024,
 ):
-    """An H x W map, raw or over the image (resize-and-pad geometry). Returns the mappable."""
+    """An H x W map, raw or over the image (resize-and-pad geometry; ``input_size`` is the side of
+    the padded square input the grid covers, 1024 in SAM). Returns the mappable."""
     if image is None:
         im = ax.imshow(grid_map, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     else:
-        heat = grid_to_image(grid_map, image.shape[:2])  # h0 x w0
+        heat = grid_to_image(grid_map, image.shape[:2], input_size)  # h0 x w0
         ax.imshow(image)
         # opaque where the attention is high, mostly see-through where it is low
         strength = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
@@ -154,15 +156,20 @@ def mark_prompts(
     first_sparse = len(names) - len(positions)
     H, W = record.grid()
     size_h, size_w = record.input_image_size
+    def to_axes(xy):
+        xy = np.asarray(xy, dtype=np.float64)
+        if image is None:
+            return xy[0] * W / size_w - 0.5, xy[1] * H / size_h - 0.5  # grid cell coordinates
+        return tuple(to_original_frame(xy, image.shape[:2], long_side=max(size_h, size_w)))
+
+    if record.prompts.boxes is not None:  # the box: its two corner tokens are the last two
+        (x0, y0), (x1, y1) = to_axes(positions[-2]), to_axes(positions[-1])
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="orange", linewidth=1.0))
     for j, xy in enumerate(positions):
         if xy is None:
             continue
         i = first_sparse + j
-        xy = np.asarray(xy, dtype=np.float64)
-        if image is None:
-            x, y = xy[0] * W / size_w - 0.5, xy[1] * H / size_h - 0.5  # grid cell coordinates
-        else:
-            x, y = to_original_frame(xy, image.shape[:2], long_side=max(size_h, size_w))
+        x, y = to_axes(xy)
         colour = "lime" if "(+)" in names[i] else "red" if "(-)" in names[i] else "orange"
         big = i == highlight
         ax.plot([x], [y], marker="*" if big else "o", markersize=14 if big else 5, color=colour,
@@ -216,7 +223,8 @@ def plot_token_to_image(
             grid_map = view[0].numpy()  # H x W
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha)
+            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
+                                 input_size=max(record.input_image_size))
             if show_prompts:
                 mark_prompts(ax, record, prompt_set, image=img, highlight=t)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
@@ -265,7 +273,8 @@ def plot_image_to_token(
             grid_map = view[t].numpy()
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha)
+            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
+                                 input_size=max(record.input_image_size))
             ax.set_title(f"{names[t]}\n{label}", fontsize=8)
             if scale == "per-panel":
                 fig.colorbar(last, ax=ax, shrink=0.8)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import io
 from typing import Optional
 
-from matplotlib.figure import Figure
-
 from ..attention.capture import KIND_TITLES, AttentionRecord
 from .attention import (
-    colour_note, draw_grid_map, head_views, mark_prompts, prepare_image, site_label, sites_of,
+    Figure, colour_note, draw_grid_map, head_views, mark_prompts, prepare_image, site_label, sites_of,
 )
 
 KIND_ORDER = ("token_to_image", "image_to_token", "token_self")
@@ -119,7 +117,7 @@ class AttentionExplorer:
             row = view[t] if site.kind == "token_to_image" else view[:, t]  # HW
             grid_map = row.reshape(H, W).numpy()
             im = draw_grid_map(ax, grid_map, image=self.img, vmin=0.0, vmax=float(grid_map.max()),
-                               cmap=self.cmap, alpha=0.6)
+                               cmap=self.cmap, alpha=0.6, input_size=max(rec.input_image_size))
             mark_prompts(ax, rec, b, image=self.img, highlight=t)
             what = (f"where '{names[t]}' reads the image" if site.kind == "token_to_image"
                     else f"how much each image position reads '{names[t]}'")
