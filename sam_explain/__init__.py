@@ -7,3 +7,11 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .modeling.image_encoder import ImageEncoderViT
+from .modeling.sam import Sam
+from .transforms import ResizeLongestSide
+from .predictor import SamPredictor
+from .build_sam import (
+    SamCheckpointError, build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, detect_model_type,
+    sam_model_registry,
+)
