@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from functools import partial
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -89,7 +89,8 @@ def make_sam(
 
 def detect_model_type(state_dict: Mapping[str, torch.Tensor]) -> str:
     """'vit_b', 'vit_l' or 'vit_h', from the encoder's width (the shape of
-    ``image_encoder.pos_embed``, 1 x 64 x 64 x E) and its number of blocks."""
+    ``image_encoder.pos_embed``, 1 x 64 x 64 x E) and its number of blocks; 'custom (...)'
+    for another encoder. Raises SamCheckpointError when there is no image encoder."""
     key = "image_encoder.pos_embed"
     if key not in state_dict:
         raise SamCheckpointError(
@@ -97,17 +98,12 @@ def detect_model_type(state_dict: Mapping[str, torch.Tensor]) -> str:
             "(a decoder-only checkpoint has no image encoder; see sam_explain.checkpoint.load_sam_checkpoint)"
         )
     width = int(state_dict[key].shape[-1])
-    depth = 1 + max(
-        (int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))),
-        default=-1,
-    )
+    depth = _count_blocks(state_dict)
     for name, cfg in SAM_CONFIGS.items():
         if cfg["encoder_embed_dim"] == width and cfg["encoder_depth"] == depth:
             return name
     known = ", ".join(f"{n}: E = {c['encoder_embed_dim']}, {c['encoder_depth']} blocks" for n, c in SAM_CONFIGS.items())
-    raise SamCheckpointError(
-        f"unknown SAM image encoder: E = {width} channels and {depth} blocks (known: {known})"
-    )
+    return f"custom (E = {width}, {depth} blocks; released: {known})"
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
@@ -134,32 +130,88 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def sam_config_from_state_dict(state_dict: Mapping[str, torch.Tensor], decoder_num_heads: int = 8) -> Dict[str, object]:
+    """Every ``make_sam`` argument, read from the shapes of an official-layout state dict
+    (only the decoder's head count cannot be read from the weights: 8 in SAM).
+
+    E from ``patch_embed.proj.weight`` (E x 3 x P x P), the grid from ``pos_embed``
+    (1 x H x W x E), the depth from the block indices, d from the relative-position tables
+    ((2S - 1) x d; h = E / d), the window side S from a windowed block's table and the
+    global blocks from the tables as wide as the grid.
+    """
+    detect_model_type(state_dict)  # raises a clear error for a file without an image encoder
+
+    def shape(key: str) -> Tuple[int, ...]:
+        if key not in state_dict:
+            raise SamCheckpointError(f"not an official-layout SAM state dict: no '{key}'")
+        return tuple(state_dict[key].shape)
+
+    embed_dim, _, patch, _ = shape("image_encoder.patch_embed.proj.weight")
+    grid = shape("image_encoder.pos_embed")[1]
+    depth = _count_blocks(state_dict)
+    table_lengths = [shape(f"image_encoder.blocks.{i}.attn.rel_pos_h")[0] for i in range(depth)]
+    head_dim = shape("image_encoder.blocks.0.attn.rel_pos_h")[1]
+    global_blocks = tuple(i for i, n in enumerate(table_lengths) if n == 2 * grid - 1)
+    windowed = [n for n in table_lengths if n != 2 * grid - 1]
+    return dict(
+        encoder_embed_dim=embed_dim,
+        encoder_depth=depth,
+        encoder_num_heads=embed_dim // head_dim,
+        encoder_global_attn_indexes=global_blocks,
+        image_size=grid * patch,
+        patch_size=patch,
+        window_size=(windowed[0] + 1) // 2 if windowed else 0,
+        prompt_embed_dim=shape("mask_decoder.iou_token.weight")[1],
+        decoder_num_heads=decoder_num_heads,
+        decoder_mlp_dim=shape("mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        iou_head_hidden_dim=shape("mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        mask_in_chans=shape("prompt_encoder.mask_downscaling.3.weight")[0],
+    )
+
+
+def _count_blocks(state_dict: Mapping[str, torch.Tensor]) -> int:
+    indices = [int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))]
+    return 1 + max(indices, default=-1)
+
+
 def build_sam(
     checkpoint: Union[str, os.PathLike, None] = None,
     model_type: Optional[str] = None,
+    *,
+    decoder_num_heads: int = 8,
 ) -> Sam:
     """SAM in eval mode, with the weights of ``checkpoint`` if given.
 
-    model_type: 'vit_b', 'vit_l', 'vit_h' (or 'default' = 'vit_h'); when None it is read
-    from the checkpoint's keys, and is 'vit_h' without a checkpoint (as the official
-    ``build_sam``). A checkpoint of another type than the one asked for is an error.
+    model_type: 'vit_b', 'vit_l', 'vit_h' (or 'default' = 'vit_h'). When None, the model
+    is built from the checkpoint's shapes (``sam_config_from_state_dict``: a released
+    model or any other in the official layout), and is 'vit_h' without a checkpoint (as
+    the official ``build_sam``). A checkpoint of another type than the one asked for is
+    an error naming both.
     """
     if model_type == "default":
         model_type = "vit_h"
     if model_type is not None and model_type not in SAM_CONFIGS:
         raise ValueError(f"model_type must be one of {sorted(SAM_CONFIGS)} or 'default', got {model_type!r}")
-    state_dict = None
-    if checkpoint is not None:
-        from .checkpoint import read_state_dict
+    if checkpoint is None:
+        return make_sam(**SAM_CONFIGS[model_type or "vit_h"])
 
-        state_dict = read_state_dict(checkpoint)
+    from .checkpoint import read_state_dict
+
+    state_dict = read_state_dict(checkpoint)
+    if any(k.startswith("vision_encoder.") for k in state_dict):
+        raise SamCheckpointError(
+            f"{checkpoint} is a Hugging Face SamModel file; the full model (with its image encoder) "
+            "loads from Meta's official files (sam_vit_b_01ec64.pth, ...). Its decoder alone loads "
+            "with sam_explain.checkpoint.load_sam_checkpoint."
+        )
+    config = sam_config_from_state_dict(state_dict, decoder_num_heads=decoder_num_heads)
+    if model_type is not None:
         found = detect_model_type(state_dict)
-        if model_type is not None and found != model_type:
+        if found != model_type:
             raise SamCheckpointError(f"{checkpoint} holds a {found} model, but model_type={model_type!r} was asked for")
-        model_type = found
-    sam = make_sam(**SAM_CONFIGS[model_type or "vit_h"])
-    if state_dict is not None:
-        load_state_dict_strict(sam, state_dict, what=f"checkpoint {os.fspath(checkpoint)}")
+        config = dict(SAM_CONFIGS[model_type])
+    sam = make_sam(**config)
+    load_state_dict_strict(sam, state_dict, what=f"checkpoint {os.fspath(checkpoint)}")
     return sam
 
 

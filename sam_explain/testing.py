@@ -90,7 +90,7 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 TINY_SAM = dict(
     encoder_embed_dim=32, encoder_depth=3, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
     image_size=128, patch_size=16, window_size=3,  # an 8 x 8 grid: 3 x 3 windows need padding
-    prompt_embed_dim=32, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+    prompt_embed_dim=32, decoder_num_heads=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
 )
 
 

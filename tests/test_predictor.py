@@ -241,8 +241,8 @@ def test_decoder_attention_hook_fires_during_predict(pair):
     handle = attn.hook_probs.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
     predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
     handle.remove()
-    # B x h x T x HW: 1 prompt set, 2 heads, T = 5 + N' = 5 + 2 (a click and the padding point), 8 x 8 grid
-    assert [t.shape for t in seen] == [(1, 2, 7, 64)]
+    # B x h x T x HW: 1 prompt set, 8 heads, T = 5 + N' = 5 + 2 (a click and the padding point), 8 x 8 grid
+    assert [t.shape for t in seen] == [(1, 8, 7, 64)]
 
 
 # --- building and loading ---
