@@ -17,6 +17,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError, read_state_dict
 from .modeling.build import build_mask_decoder, build_prompt_encoder
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
@@ -33,7 +34,7 @@ SAM_CONFIGS: Dict[str, Dict[str, object]] = {
 }
 
 
-class SamCheckpointError(ValueError):
+class SamCheckpointError(CheckpointError):
     """A state dict does not fit the SAM model it is loaded into."""
 
 
@@ -194,8 +195,6 @@ def build_sam(
         raise ValueError(f"model_type must be one of {sorted(SAM_CONFIGS)} or 'default', got {model_type!r}")
     if checkpoint is None:
         return make_sam(**SAM_CONFIGS[model_type or "vit_h"])
-
-    from .checkpoint import read_state_dict
 
     state_dict = read_state_dict(checkpoint)
     if any(k.startswith("vision_encoder.") for k in state_dict):

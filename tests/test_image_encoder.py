@@ -49,8 +49,16 @@ def make_pair(cfg, seed=0):
     return official, ours
 
 
+@pytest.fixture(params=["fused", "explicit"])
+def attention_path(request, monkeypatch):
+    """Run a test with the fused attention kernel (the default when nothing hooks the
+    maps) and with the explicit q k^T, softmax, times v path."""
+    monkeypatch.setattr(ours_mod.Attention, "use_fused_attention", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_matches_official(name):
+def test_matches_official(name, attention_path):
     official, ours = make_pair(CONFIGS[name])
     size = CONFIGS[name]["img_size"]
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
@@ -70,6 +78,27 @@ def test_state_dict_is_the_official_layout():
     # windowed blocks have S x S tables, the global block H x W ones
     assert mine["blocks.0.attn.rel_pos_h"].shape == (2 * 3 - 1, 16)
     assert mine["blocks.1.attn.rel_pos_h"].shape == (2 * 8 - 1, 16)
+
+
+def test_hooking_the_maps_switches_to_the_explicit_path_with_the_same_output():
+    _, ours = make_pair(CONFIGS["windowed-padded+global"])
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    calls = []
+    with torch.no_grad():
+        fused = ours(x)
+        handle = ours.blocks[1].attn.hook_logits.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+        explicit = ours(x)
+        handle.remove()
+        # a global hook (as a tracer may use) also asks for the maps, in every block
+        glob = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, i, o: calls.append(o.shape) if isinstance(m, ours_mod.HookPoint) else None)
+        traced = ours(x)
+        glob.remove()
+    assert calls[0] == (1, 2, 64, 64)
+    assert (1 * 9, 2, 9, 9) in calls[1:]  # a windowed block's maps reached the global hook
+    assert (explicit - fused).abs().max().item() < TOL
+    assert (traced - fused).abs().max().item() < TOL  # every block explicit now
+    assert not any(blk.attn.attention_map_hooked() for blk in ours.blocks)
 
 
 def test_window_partition_round_trip_and_official_order():

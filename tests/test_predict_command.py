@@ -16,14 +16,14 @@ from sam_explain.testing import TINY_SAM, build_official_sam, official_predictor
 
 
 @pytest.fixture(scope="module")
-def official():
+def official_sam():
     return build_official_sam(**TINY_SAM, seed=2)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(official, tmp_path_factory):
+def checkpoint(official_sam, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
-    torch.save(official.state_dict(), path)
+    torch.save(official_sam.state_dict(), path)
     return str(path)
 
 
@@ -38,27 +38,27 @@ def photo(tmp_path_factory):
     return str(path), image
 
 
-def test_config_read_from_the_checkpoint(official):
-    config = sam_config_from_state_dict(official.state_dict())
+def test_config_read_from_the_checkpoint(official_sam):
+    config = sam_config_from_state_dict(official_sam.state_dict())
     assert config == {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in TINY_SAM.items()} | {
         "mask_in_chans": 16}
 
 
-def test_build_sam_loads_a_checkpoint_file(official, checkpoint, photo):
+def test_build_sam_loads_a_checkpoint_file(official_sam, checkpoint, photo):
     sam = build_sam(checkpoint=checkpoint)
-    for key, value in official.state_dict().items():
+    for key, value in official_sam.state_dict().items():
         assert torch.equal(sam.state_dict()[key], value), key
     with pytest.raises(SamCheckpointError, match=r"holds a custom \(E = 32, 3 blocks.*model_type='vit_b'"):
         build_sam(checkpoint=checkpoint, model_type="vit_b")
 
 
-def test_build_sam_reads_safetensors(official, tmp_path):
+def test_build_sam_reads_safetensors(official_sam, tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "sam_tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in official.state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in official_sam.state_dict().items()}, str(path))
     sam = build_sam(checkpoint=path)
-    assert torch.equal(sam.image_encoder.pos_embed, official.image_encoder.pos_embed)
+    assert torch.equal(sam.image_encoder.pos_embed, official_sam.image_encoder.pos_embed)
 
 
 def test_attention_maps_and_geometry(checkpoint, photo):
@@ -81,7 +81,7 @@ def test_attention_maps_and_geometry(checkpoint, photo):
     assert abs((y + 0.5) * scale - 40) <= 2 * scale and abs((x + 0.5) * scale - 88) <= 2 * scale
 
 
-def test_predict_command_writes_pictures_and_prints_official_ious(checkpoint, official, photo, tmp_path, capsys):
+def test_predict_command_writes_pictures_and_prints_official_ious(checkpoint, official_sam, photo, tmp_path, capsys):
     path, image = photo
     out = tmp_path / "out"
     code = main(["predict", "--checkpoint", checkpoint, "--image", path, "--point", "60,40",
@@ -94,7 +94,7 @@ def test_predict_command_writes_pictures_and_prints_official_ious(checkpoint, of
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
         assert f"wrote {out / name}" in printed
-    reference = official_predictor_module().SamPredictor(official)
+    reference = official_predictor_module().SamPredictor(official_sam)
     reference.set_image(image)
     _, iou, _ = reference.predict(point_coords=np.array([[60.0, 40.0], [10.0, 80.0]]), point_labels=np.array([1, 0]),
                                   box=np.array([20.0, 10.0, 110.0, 85.0]))

@@ -28,6 +28,7 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules import module as _module
 
 from ..shapes_check import expect_shape
 from .common import HookPoint, LayerNorm2d, MLPBlock
@@ -197,7 +198,14 @@ class Attention(nn.Module):
       hook_out                B' x h x n x d   probabilities times values, before the heads merge
     In a windowed block B' = B * nW and the windows are in row-major order over the
     padded grid (see ``window_partition``).
+
+    The n x n maps (hook_logits, hook_probs) are only built when something hooks them, or
+    when ``use_fused_attention`` is False; otherwise one fused call
+    (``F.scaled_dot_product_attention``, the relative positions as its additive mask)
+    computes the same output, equal up to float rounding, faster and without the maps.
     """
+
+    use_fused_attention: bool = True
 
     def __init__(
         self,
@@ -248,18 +256,32 @@ class Attention(nn.Module):
             qkv, "b y x (three h d) -> three b h (y x) d", three=3, h=self.num_heads
         ).unbind(0)  # each B' x h x n x d
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        grid = (grid_y, grid_x)
 
-        logits = (q * self.scale) @ k.transpose(-2, -1)  # B' x h x n x n
-        if self.use_rel_pos:
-            logits = add_decomposed_rel_pos(
-                logits, q, self.rel_pos_h, self.rel_pos_w, (grid_y, grid_x), (grid_y, grid_x)
-            )
-        logits = self.hook_logits(logits)
-        probs = self.hook_probs(logits.softmax(dim=-1))  # each row sums to 1 over the n keys
+        if self.use_fused_attention and not self.attention_map_hooked():
+            # Nothing looks at the n x n maps: let the fused kernel compute softmax(q k^T / sqrt(d) + bias) v
+            bias = None
+            if self.use_rel_pos:
+                bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, grid, grid)  # B' x h x n x n
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # B' x h x n x d
+        else:
+            logits = (q * self.scale) @ k.transpose(-2, -1)  # B' x h x n x n
+            if self.use_rel_pos:
+                logits = add_decomposed_rel_pos(logits, q, self.rel_pos_h, self.rel_pos_w, grid, grid)
+            logits = self.hook_logits(logits)
+            probs = self.hook_probs(logits.softmax(dim=-1))  # each row sums to 1 over the n keys
+            out = probs @ v  # B' x h x n x d
 
-        out = self.hook_out(probs @ v)  # B' x h x n x d
+        out = self.hook_out(out)
         out = rearrange(out, "b h (y x) d -> b y x (h d)", y=grid_y)  # B' x Y x X x E
         return self.proj(out)
+
+    def attention_map_hooked(self) -> bool:
+        """True when a hook (on hook_logits / hook_probs, or a global module hook) wants the maps."""
+        points = (self.hook_logits, self.hook_probs)
+        if any(p._forward_hooks or p._forward_pre_hooks for p in points):
+            return True
+        return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -314,6 +336,29 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor
     return rel_pos[offsets.long()]  # q_size x k_size x d
 
 
+def rel_pos_terms(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: Tuple[int, int],
+    k_size: Tuple[int, int],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of MViTv2's decomposed relative positions.
+
+    q: ... x n_q x d (unscaled queries), n_q = qY * qX. Returns
+    rel_h ... x qY x qX x kY (q . R_h[qy, ky], the vertical offset) and
+    rel_w ... x qY x qX x kX (q . R_w[qx, kx], the horizontal offset).
+    """
+    q_y, q_x = q_size
+    k_y, k_x = k_size
+    r_h = get_rel_pos(q_y, k_y, rel_pos_h)  # qY x kY x d
+    r_w = get_rel_pos(q_x, k_x, rel_pos_w)  # qX x kX x d
+    q_grid = q.unflatten(-2, (q_y, q_x))  # ... x qY x qX x d
+    rel_h = einsum(q_grid, r_h, "... qy qx d, qy ky d -> ... qy qx ky")  # ... x qY x qX x kY
+    rel_w = einsum(q_grid, r_w, "... qy qx d, qx kx d -> ... qy qx kx")  # ... x qY x qX x kX
+    return rel_h, rel_w
+
+
 def add_decomposed_rel_pos(
     attn: torch.Tensor,
     q: torch.Tensor,
@@ -322,27 +367,29 @@ def add_decomposed_rel_pos(
     q_size: Tuple[int, int],
     k_size: Tuple[int, int],
 ) -> torch.Tensor:
-    """Add MViTv2's decomposed relative positions to attention logits.
+    """Add the decomposed relative positions to attention logits: the logit of query
+    (qy, qx) for key (ky, kx) gets q . R_h[qy, ky] + q . R_w[qx, kx].
 
-    The logit of query (qy, qx) for key (ky, kx) gets q . R_h[qy, ky] + q . R_w[qx, kx]:
-    one term for the vertical offset and one for the horizontal.
-
-    attn: ... x n_q x n_k logits (any leading axes, e.g. B' x h), n_q = qY * qX, n_k = kY * kX.
-    q: ... x n_q x d, the (unscaled) queries, same leading axes as ``attn``.
-    Returns the logits with the same shape as ``attn``.
+    attn: ... x n_q x n_k logits (leading axes e.g. B' x h), n_k = kY * kX;
+    q: ... x n_q x d with the same leading axes. Returns ... x n_q x n_k.
     """
-    q_y, q_x = q_size
-    k_y, k_x = k_size
-    r_h = get_rel_pos(q_y, k_y, rel_pos_h)  # qY x kY x d
-    r_w = get_rel_pos(q_x, k_x, rel_pos_w)  # qX x kX x d
-
-    q_grid = q.unflatten(-2, (q_y, q_x))  # ... x qY x qX x d
-    rel_h = einsum(q_grid, r_h, "... qy qx d, qy ky d -> ... qy qx ky")  # ... x qY x qX x kY
-    rel_w = einsum(q_grid, r_w, "... qy qx d, qx kx d -> ... qy qx kx")  # ... x qY x qX x kX
-
-    attn = attn.unflatten(-2, (q_y, q_x)).unflatten(-1, (k_y, k_x))  # ... x qY x qX x kY x kX
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    attn = attn.unflatten(-2, q_size).unflatten(-1, k_size)  # ... x qY x qX x kY x kX
     attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
     return attn.flatten(-4, -3).flatten(-2, -1)  # ... x n_q x n_k
+
+
+def decomposed_rel_pos_bias(
+    q: torch.Tensor,
+    rel_pos_h: torch.Tensor,
+    rel_pos_w: torch.Tensor,
+    q_size: Tuple[int, int],
+    k_size: Tuple[int, int],
+) -> torch.Tensor:
+    """The same terms as an additive attention mask: q ... x n_q x d -> ... x n_q x n_k."""
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, q_size, k_size)
+    bias = rel_h[..., :, None] + rel_w[..., None, :]  # ... x qY x qX x kY x kX
+    return bias.flatten(-4, -3).flatten(-2, -1)  # ... x n_q x n_k
 
 
 class PatchEmbed(nn.Module):
