@@ -15,3 +15,11 @@ from .attention import (
 )
 from .figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image
 from .figures.explorer import explore_attention
+from .modeling.image_encoder import ImageEncoderViT
+from .modeling.sam import Sam
+from .transforms import ResizeLongestSide
+from .predictor import SamPredictor
+from .build_sam import (
+    SamCheckpointError, build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, detect_model_type,
+    sam_model_registry,
+)

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "sam_explain.commands.shapes_doc",
     "sam_explain.commands.attention",
     "sam_explain.commands.diagram",
+    "sam_explain.commands.predict",
 ]
 
 

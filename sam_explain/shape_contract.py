@@ -260,6 +260,42 @@ PROMPT_ENCODER_CONTRACT: Tuple[Entry, ...] = (
     Entry("hook_dense", "B C H W", "the downscaled mask, or no_mask_embed repeated '1 c -> b c h w'"),
 )
 
+# The tensors the docs talk about by name -> (component, module path, "out" or an input name).
+DOCUMENTED: Dict[str, Tuple[str, str, str]] = {
+    "output_tokens": ("decoder", "hook_output_tokens", "out"),
+    "tokens": ("decoder", "hook_tokens", "out"),
+    "src (after the repeat and the dense addition)": ("decoder", "hook_src", "out"),
+    "pos_src": ("decoder", "hook_pos_src", "out"),
+    "queries (the tokens inside the transformer)": ("decoder", f"{LAYER}.norm1", "out"),
+    "keys (the image inside the transformer)": ("decoder", f"{LAYER}.norm4", "out"),
+    "self-attention q, k, v projections (internal channels)": ("decoder", f"{LAYER}.self_attn.q_proj", "out"),
+    "self-attention q": ("decoder", f"{LAYER}.self_attn.hook_q", "out"),
+    "self-attention k, v": ("decoder", f"{LAYER}.self_attn.hook_k", "out"),
+    "self-attention logits, probabilities": ("decoder", f"{LAYER}.self_attn.hook_probs", "out"),
+    "token -> image q projection (internal channels)": ("decoder", f"{LAYER}.cross_attn_token_to_image.q_proj", "out"),
+    "token -> image q": ("decoder", f"{LAYER}.cross_attn_token_to_image.hook_q", "out"),
+    "token -> image k, v": ("decoder", f"{LAYER}.cross_attn_token_to_image.hook_k", "out"),
+    "token -> image logits, probabilities": ("decoder", f"{LAYER}.cross_attn_token_to_image.hook_probs", "out"),
+    "image -> token q": ("decoder", f"{LAYER}.cross_attn_image_to_token.hook_q", "out"),
+    "image -> token k, v": ("decoder", f"{LAYER}.cross_attn_image_to_token.hook_k", "out"),
+    "image -> token logits, probabilities": ("decoder", f"{LAYER}.cross_attn_image_to_token.hook_probs", "out"),
+    "final token -> image logits, probabilities": ("decoder", "transformer.final_attn_token_to_image.hook_probs", "out"),
+    "hs": ("decoder", "hook_hs", "out"),
+    "iou_token_out": ("decoder", "hook_iou_token_out", "out"),
+    "mask_tokens_out": ("decoder", "hook_mask_tokens_out", "out"),
+    "upscaling stage 1": ("decoder", "output_upscaling.0", "out"),
+    "upscaling stage 2 (upscaled_embedding)": ("decoder", "hook_upscaled_embedding", "out"),
+    "hyper_in": ("decoder", "hook_hyper_in", "out"),
+    "masks, before the multimask slice": ("decoder", "hook_masks", "out"),
+    "iou_pred, before the multimask slice": ("decoder", "hook_iou_pred", "out"),
+    "masks, iou_pred returned (after the slice)": ("decoder", "", "out"),
+    "sparse embeddings": ("prompt_encoder", "hook_sparse", "out"),
+    "dense embeddings": ("prompt_encoder", "hook_dense", "out"),
+    "mask downscaling stage 1": ("prompt_encoder", "mask_downscaling.0", "out"),
+    "mask downscaling stage 2": ("prompt_encoder", "mask_downscaling.3", "out"),
+    "image_pe (get_dense_pe)": ("prompt_encoder", "pe_layer", "out"),
+}
+
 CONTRACTS: Dict[str, Tuple[Entry, ...]] = {
     "decoder": DECODER_CONTRACT,
     "prompt_encoder": PROMPT_ENCODER_CONTRACT,
@@ -396,6 +432,17 @@ def _table(entries: Sequence[Entry], values: Mapping[str, int]) -> str:
     return "\n".join(lines)
 
 
+def _glance(dec: Mapping[str, int], pe: Mapping[str, int]) -> str:
+    lines = ["| tensor | where (module path) | symbols | SAM |", "|---|---|---|---|"]
+    for name, (component, path, which) in DOCUMENTED.items():
+        entry = next(e for e in CONTRACTS[component] if e.path == path)
+        spec = entry.out if which == "out" else entry.inputs[which]
+        sym, num = _fmt(spec, dec if component == "decoder" else pe, entry.bind)
+        where = ("prompt_encoder." if component == "prompt_encoder" else "") + (path or "(the decoder's output)")
+        lines.append(f"| {name} | `{where}` | {sym} | {num} |")
+    return "\n".join(lines)
+
+
 def render_shapes_markdown() -> str:
     """The text of docs/shapes.md, generated from the contract above."""
     dec_cfg = DecoderConfig()
@@ -418,6 +465,13 @@ def render_shapes_markdown() -> str:
         "| symbol | meaning |",
         "|---|---|",
         *[f"| {s} | {m} |" for s, m in SYMBOL_GLOSSARY],
+        "",
+        "## At a glance",
+        "",
+        "SAM's configuration, one click (N' = 2, T = 7), B = 1, multimask output; the prompt "
+        "encoder's rows with a mask prompt. The full tables follow.",
+        "",
+        _glance(dec, pe),
         "",
         "## Parameter counts",
         "",

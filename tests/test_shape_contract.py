@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
@@ -20,7 +19,6 @@ from sam_explain import shape_contract as sc
 from sam_explain.example import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
 from sam_explain.tracing import TensorInfo, trace_shapes
-from sam_explain.tracing.trace import Value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,3 +233,21 @@ def test_torchinfo_parameter_counts():
     assert stats.total_params == 6_220
     doc = sc.render_shapes_markdown()
     assert "| 4,058,340 |" in doc and "| 6,220 |" in doc
+
+
+def test_documented_tensors_at_a_glance():
+    """Every named tensor of docs/shapes.md's first table, against a real run with SAM's numbers."""
+    trace, dec_cfg, pe_cfg, _ = run_traced(B=1, points=1, mask=True)
+    values = {"decoder": dec_cfg.symbols(), "prompt_encoder": pe_cfg.symbols()}
+    doc = sc.render_shapes_markdown()
+    for name, (component, path, which) in sc.DOCUMENTED.items():
+        rows = [r for r in trace if r.info.component == component and r.entry is not None
+                and r.entry.path == path]
+        assert rows, f"{name}: no traced call of {path}"
+        entry = rows[0].entry
+        want = sc.evaluate(entry.out, values[component], entry.bind)
+        for r in rows:
+            assert matches(r.output, want), f"{name}: {r.path} gave {r.output}, the docs say {want}"
+        numbers = " x ".join(map(str, want)) if isinstance(want[0], int) else None
+        if numbers:
+            assert f"| {name} |" in doc and f"| {numbers} |" in doc

@@ -316,3 +316,19 @@ def test_json_schema_doc_matches_the_output():
     assert example["schema"] == data["schema"] and example["version"] == data["version"]
     assert example["title"] == data["title"]
     assert example["rows"][0] == data["rows"][example["rows"][0]["index"]]
+
+
+def test_module_info_cache_follows_the_model():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with trace_shapes(model) as first:
+        model(torch.ones(1, 4))
+    model[1] = nn.Sequential(nn.Tanh(), nn.Linear(4, 2))  # the tree changed: re-read it
+    with trace_shapes(model) as second:
+        model(torch.ones(1, 4))
+    assert [r.path for r in first] == ["", "0", "1"]
+    assert [(r.path, r.module_class, r.depth) for r in second] == [
+        ("", "Sequential", 0), ("0", "Linear", 1), ("1", "Sequential", 1), ("1.0", "Tanh", 2), ("1.1", "Linear", 2)]
+    ref = weakref.ref(model)
+    del model, first, second
+    gc.collect()
+    assert ref() is None  # the cache keeps no model alive

@@ -79,6 +79,6 @@ def trace_prompt(
     target = {"prompt_encoder": prompt_encoder, "mask_decoder": decoder} if include_prompt_encoder else decoder
     with torch.no_grad(), trace_shapes(target, keep_tensors=keep_tensors) as trace:
         trace.result = run()
-    desc = f"B = {batch}, {points} point(s)" + (", a box" if box else "") + (", a mask" if mask else "")
+    desc = f"B = {batch}, " + (f"{points} point(s)" if points else "no points") + (", a box" if box else "") + (", a mask" if mask else "")
     trace.title = desc + ("" if multimask_output else ", single mask") + f", {str(dtype).replace('torch.', '')} on {device}"
     return trace

@@ -144,6 +144,7 @@ def to_html(trace: ShapeTrace) -> str:
     """A self-contained HTML table (what Jupyter shows)."""
     out = [_CSS, '<table class="sam-trace">', f"<caption>{html.escape(_header(trace))}</caption>", "<tr>"]
     out += [f"<th>{html.escape(h)}</th>" for h in COLUMNS] + ["</tr>"]
+    top = min((r.depth for r in trace.rows), default=0)
     for r in trace.rows:
         c = row_cells(r)
         cls = " ".join(x for x in (r.info.kind if not r.collapsed else "collapsed",
@@ -151,7 +152,7 @@ def to_html(trace: ShapeTrace) -> str:
         ins = "<br>".join(html.escape(p) for p in c["in"].split("; ")) if c["in"] else ""
         out.append(
             f'<tr class="{cls}"><td>{html.escape(c["flag"] + c["#"])}</td>'
-            f'<td class="shape" style="padding-left:{0.5 + 1.2 * r.depth:.1f}em">{html.escape(c["module path"])}</td>'
+            f'<td class="shape" style="padding-left:{0.5 + 1.2 * (r.depth - top):.1f}em">{html.escape(c["module path"])}</td>'
             f'<td>{html.escape(c["class"])}</td><td class="shape">{ins}</td>'
             f'<td class="shape">{html.escape(c["out"])}</td><td>{html.escape(c["dtype"])}</td>'
             f'<td>{html.escape(c["device"])}</td><td>{html.escape(c["step"])}</td></tr>'

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -79,7 +80,7 @@ def summarize(x: Any) -> Summary:
     if x is None:
         return None
     if isinstance(x, (tuple, list)):
-        return tuple(summarize(v) for v in x)
+        return tuple([summarize(v) for v in x])
     if isinstance(x, _SCALARS):
         return Value(repr(x), x)
     return Value(type(x).__name__)
@@ -167,11 +168,11 @@ class TraceRow:
         sig = self.info.signature
         if sig is not None:
             try:
-                bound = sig.bind(*self.args, **self.kwargs)
+                bound = sig.bind(*(self.args or ()), **self.kwargs)
                 return dict(bound.arguments)
             except TypeError:
                 pass
-        named = {f"arg{i}": v for i, v in enumerate(self.args)}
+        named = {f"arg{i}": v for i, v in enumerate(self.args or ())}
         named.update(self.kwargs)
         return named
 
@@ -525,6 +526,25 @@ def _module_infos(model: nn.Module, prefix: str) -> List[Tuple[nn.Module, Module
     return out
 
 
+_INFO_CACHE: "weakref.WeakKeyDictionary[nn.Module, Dict[str, Tuple[Tuple[Any, ...], List[ModuleInfo]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _hookable(model: nn.Module, prefix: str) -> List[Tuple[nn.Module, ModuleInfo]]:
+    """``_module_infos``, remembered per model while its module tree stays the same (no module
+    is referenced by the cache, so it keeps nothing alive)."""
+    named = list(model.named_modules(prefix=prefix))
+    key = tuple((n, id(m)) for n, m in named)
+    per_model = _INFO_CACHE.setdefault(model, {})
+    hit = per_model.get(prefix)
+    if hit is None or hit[0] != key:
+        pairs = _module_infos(model, prefix)
+        per_model[prefix] = (key, [info for _, info in pairs])
+        return pairs
+    by_path = {n: m for n, m in named}
+    return [(by_path[info.path], info) for info in hit[1]]
+
+
 class trace_shapes:
     """Record the shapes of every module call of ``model`` while the ``with`` block runs.
 
@@ -562,7 +582,7 @@ class trace_shapes:
             raise RuntimeError("trace_shapes: this tracer is already active; make a new one to nest")
         try:
             for prefix, model in self._models:
-                for module, info in _module_infos(model, prefix):
+                for module, info in _hookable(model, prefix):
                     self._handles.append(module.register_forward_pre_hook(
                         self._make_pre(info), with_kwargs=True))
                     self._handles.append(module.register_forward_hook(
@@ -585,6 +605,7 @@ class trace_shapes:
 
     def _make_pre(self, info: ModuleInfo):
         rows, stack, trace = self.trace.rows, self._stack, self.trace
+        is_hook = info.kind == "hook"
 
         def pre_hook(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
             if stack:
@@ -593,7 +614,8 @@ class trace_shapes:
                 parent = None
                 self._calls += 1
             kw = {k: summarize(v) for k, v in kwargs.items()} if kwargs else {}
-            row = TraceRow(len(rows), self._calls - 1, info, parent, summarize(args), kw, trace)
+            # a hook point's input is its output: recorded once, in the post-hook
+            row = TraceRow(len(rows), self._calls - 1, info, parent, None if is_hook else summarize(args), kw, trace)
             stack.append(row.index)
             rows.append(row)
 
@@ -614,6 +636,8 @@ class trace_shapes:
                 row.status = "raised"
                 return
             row.output = summarize(output)
+            if row.args is None:  # a hook point
+                row.args = (row.output,)
             row.status = "ok"
             if keep:
                 row.tensor = output
