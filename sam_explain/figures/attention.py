@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
-import io
 import textwrap
 
 import numpy as np
 import torch
-from matplotlib import figure as mpl_figure
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
+from .base import Figure
 from .geometry import as_float_image, grid_to_image, to_original_frame
 
 Head = Union[str, int]  # "all", "mean" or 0 .. h-1
@@ -38,15 +37,6 @@ KIND_MEANING = {
     "image_to_token": "how much each image position reads each token (each position's T weights sum to 1)",
     "token_self": "which tokens each token reads (rows: queries, columns: keys; rows sum to 1)",
 }
-
-
-class Figure(mpl_figure.Figure):
-    """A matplotlib Figure that shows itself as a PNG in Jupyter even when pyplot was never imported."""
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png")
-        return buf.getvalue()
 
 
 def token_index(record: AttentionRecord, token: Union[int, str], prompt_set: int = 0) -> int:
