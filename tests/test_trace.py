@@ -78,9 +78,13 @@ def test_forward_that_raises_leaves_no_hooks(parts):
     prompt_encoder, decoder = parts
     inputs = decoder_inputs(prompt_encoder)
     inputs["dense_prompt_embeddings"] = inputs["dense_prompt_embeddings"][:1]  # B = 1 where 3 are expected
+    seen = []
+    users_hook = decoder.transformer.register_forward_hook(lambda m, a, out: seen.append(len(out)))
     with pytest.raises(ShapeError, match="dense_prompt_embeddings must be B x C x H x W"):
         with trace_shapes(decoder) as trace:
             decoder(**inputs, multimask_output=True)
+    assert list(decoder.transformer._forward_hooks) == [users_hook.id]  # the user's hook stays
+    users_hook.remove()
     assert no_hooks(decoder)
     assert len(trace) == 1 and trace[0].status == "raised"
     assert "(raised)" in trace.to_text()
@@ -332,3 +336,24 @@ def test_module_info_cache_follows_the_model():
     del model, first, second
     gc.collect()
     assert ref() is None  # the cache keeps no model alive
+
+
+def test_tracing_leaves_no_reference_cycles(parts):
+    """Rows point down to their component's row, never back to the trace: everything is freed
+    by reference counting, without waiting for the cycle collector."""
+    prompt_encoder, decoder = parts
+    inputs = decoder_inputs(prompt_encoder, B=1)
+    with torch.no_grad():
+        with trace_shapes(decoder):
+            decoder(**inputs, multimask_output=True)
+        gc.collect()
+        gc.disable()
+        try:
+            with trace_shapes(decoder) as trace:
+                decoder(**inputs, multimask_output=True)
+            trace.collapse().to_text()
+            trace.filter("transformer").to_html()
+            del trace
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
