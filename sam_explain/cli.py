@@ -13,6 +13,9 @@ COMMAND_MODULES = [
     "sam_explain.commands.demo",
     "sam_explain.commands.trace",
     "sam_explain.commands.shapes_doc",
+    "sam_explain.commands.attention",
+    "sam_explain.commands.diagram",
+    "sam_explain.commands.predict",
 ]
 
 

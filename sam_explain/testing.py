@@ -83,3 +83,90 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
             fan_in = p[0].numel() if p.dim() > 1 else p.shape[-1]
             p.copy_(noise / fan_in**0.5 if p.dim() > 1 and "Embedding" not in name else noise)
     return module
+
+
+# --- the whole SAM, side by side (image encoder, Sam, predictor) ---
+
+TINY_SAM = dict(
+    encoder_embed_dim=32, encoder_depth=3, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+    image_size=128, patch_size=16, window_size=3,  # an 8 x 8 grid: 3 x 3 windows need padding
+    prompt_embed_dim=32, decoder_num_heads=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+)
+
+
+def build_official_sam(
+    encoder_embed_dim: int = 768,
+    encoder_depth: int = 12,
+    encoder_num_heads: int = 12,
+    encoder_global_attn_indexes: Tuple[int, ...] = (2, 5, 8, 11),
+    *,
+    image_size: int = 1024,
+    patch_size: int = 16,
+    window_size: int = 14,
+    prompt_embed_dim: int = 256,
+    decoder_num_heads: int = 8,
+    decoder_mlp_dim: int = 2048,
+    iou_head_hidden_dim: int = 256,
+    mask_in_chans: int = 16,
+    seed: int = 0,
+) -> nn.Module:
+    """The official ``Sam`` in the layout of ``segment_anything.build_sam`` (vit_b by default;
+    ``TINY_SAM`` for a small one), every parameter seeded random (``randomize_``)."""
+    from functools import partial
+
+    sa = official_modeling()
+    grid = image_size // patch_size
+    torch.manual_seed(seed)
+    sam = sa.Sam(
+        image_encoder=sa.ImageEncoderViT(
+            depth=encoder_depth, embed_dim=encoder_embed_dim, img_size=image_size, mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=encoder_num_heads,
+            patch_size=patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=tuple(encoder_global_attn_indexes), window_size=window_size,
+            out_chans=prompt_embed_dim,
+        ),
+        prompt_encoder=sa.PromptEncoder(
+            embed_dim=prompt_embed_dim, image_embedding_size=(grid, grid),
+            input_image_size=(image_size, image_size), mask_in_chans=mask_in_chans,
+        ),
+        mask_decoder=sa.MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=sa.TwoWayTransformer(
+                depth=2, embedding_dim=prompt_embed_dim, mlp_dim=decoder_mlp_dim, num_heads=decoder_num_heads
+            ),
+            transformer_dim=prompt_embed_dim, iou_head_depth=3, iou_head_hidden_dim=iou_head_hidden_dim,
+        ),
+    ).eval()
+    randomize_(sam, seed)
+    with torch.no_grad():  # randomize_ scales a 4-d table by 1/sqrt(H W E); give it a visible size
+        sam.image_encoder.pos_embed.mul_(sam.image_encoder.pos_embed[0].numel() ** 0.5 * 0.1)
+    return sam
+
+
+def official_predictor_module() -> types.ModuleType:
+    """The official ``segment_anything.predictor`` module, imported with a two-function
+    stand-in for torchvision (absent here): ``to_pil_image`` = ``PIL.Image.fromarray`` and
+    ``resize(img, (h, w))`` = ``img.resize((w, h), BILINEAR)``, which is what torchvision does
+    for a PIL image. The stand-in is removed from ``sys.modules`` again after the import."""
+    if "segment_anything.predictor" in sys.modules:
+        return sys.modules["segment_anything.predictor"]
+    official_modeling()
+    from PIL import Image
+
+    fake_tv = types.ModuleType("torchvision")
+    fake_transforms = types.ModuleType("torchvision.transforms")
+    fake_functional = types.ModuleType("torchvision.transforms.functional")
+    fake_functional.to_pil_image = lambda pic: Image.fromarray(pic)
+    fake_functional.resize = lambda img, size: img.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    fake_tv.transforms, fake_transforms.functional = fake_transforms, fake_functional
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    saved = {name: sys.modules.get(name) for name in names}
+    sys.modules.update(dict(zip(names, (fake_tv, fake_transforms, fake_functional))))
+    try:
+        return importlib.import_module("segment_anything.predictor")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
