@@ -69,18 +69,39 @@ class Value:
         return f"Value({self.text})"
 
 
-Summary = Union[None, TensorInfo, Value, Tuple["Summary", ...]]
+class DictInfo:
+    """A dict argument or output (Sam's ``batched_input`` records): its keys and their summaries."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Tuple[Tuple[str, Any], ...]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DictInfo) and self.items == other.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"DictInfo({dict(self.items)})"
+
+
+Summary = Union[None, TensorInfo, Value, DictInfo, Tuple["Summary", ...]]
 _SCALARS = (bool, int, float, str)
 
 
 def summarize(x: Any) -> Summary:
-    """Tensor -> TensorInfo, tuple/list -> tuple of summaries, None -> None, else Value."""
+    """Tensor -> TensorInfo, tuple/list -> tuple of summaries, dict -> DictInfo, None -> None,
+    else Value."""
     if isinstance(x, torch.Tensor):
         return TensorInfo(tuple(x.shape), x.dtype, x.device)
     if x is None:
         return None
     if isinstance(x, (tuple, list)):
         return tuple([summarize(v) for v in x])
+    if isinstance(x, dict):
+        return DictInfo(tuple((str(k), summarize(v)) for k, v in x.items()))
     if isinstance(x, _SCALARS):
         return Value(repr(x), x)
     return Value(type(x).__name__)
