@@ -78,9 +78,13 @@ def test_forward_that_raises_leaves_no_hooks(parts):
     prompt_encoder, decoder = parts
     inputs = decoder_inputs(prompt_encoder)
     inputs["dense_prompt_embeddings"] = inputs["dense_prompt_embeddings"][:1]  # B = 1 where 3 are expected
+    seen = []
+    users_hook = decoder.transformer.register_forward_hook(lambda m, a, out: seen.append(len(out)))
     with pytest.raises(ShapeError, match="dense_prompt_embeddings must be B x C x H x W"):
         with trace_shapes(decoder) as trace:
             decoder(**inputs, multimask_output=True)
+    assert list(decoder.transformer._forward_hooks) == [users_hook.id]  # the user's hook stays
+    users_hook.remove()
     assert no_hooks(decoder)
     assert len(trace) == 1 and trace[0].status == "raised"
     assert "(raised)" in trace.to_text()
@@ -332,3 +336,49 @@ def test_module_info_cache_follows_the_model():
     del model, first, second
     gc.collect()
     assert ref() is None  # the cache keeps no model alive
+
+
+def test_tracing_leaves_no_reference_cycles(parts):
+    """Rows point down to their component's row, never back to the trace: everything is freed
+    by reference counting, without waiting for the cycle collector."""
+    prompt_encoder, decoder = parts
+    inputs = decoder_inputs(prompt_encoder, B=1)
+    with torch.no_grad():
+        with trace_shapes(decoder):
+            decoder(**inputs, multimask_output=True)
+        gc.collect()
+        gc.disable()
+        try:
+            with trace_shapes(decoder) as trace:
+                decoder(**inputs, multimask_output=True)
+            trace.collapse().to_text()
+            trace.filter("transformer").to_html()
+            del trace
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+
+def test_sam_wrapper_is_traced_and_labelled(parts):
+    """A whole Sam (tiny image encoder): the decoder's and prompt encoder's rows are labelled
+    under their paths, the image encoder's rows show numbers only, dict inputs are shown."""
+    from sam_explain.modeling.image_encoder import ImageEncoderViT
+    from sam_explain.modeling.sam import Sam
+
+    torch.manual_seed(0)
+    encoder = ImageEncoderViT(img_size=128, patch_size=16, embed_dim=32, depth=1, num_heads=2, out_chans=256)
+    prompt_encoder = build_prompt_encoder(image_embedding_size=(8, 8), input_image_size=(128, 128))
+    sam = Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=parts[1]).eval()
+    batched = [{"image": torch.rand(3, 128, 128) * 255, "original_size": (100, 128),
+                "point_coords": torch.tensor([[[40.0, 50.0], [90.0, 60.0]]]), "point_labels": torch.tensor([[1, 0]])}]
+    with trace_shapes(sam) as trace:
+        out = sam(batched, multimask_output=True)
+    assert out[0]["masks"].shape == (1, 3, 100, 128)
+    assert not trace.mismatches()
+    assert trace.find("mask_decoder.transformer.layers.0.self_attn.hook_q")[0].contract == "ok"
+    assert trace.find("prompt_encoder.hook_sparse")[0].output_check.symbols == ("B", "N'", "C")
+    assert all(r.contract is None for r in trace.filter("image_encoder"))
+    text = trace.filter(max_depth=0).to_text()
+    assert "batched_input: ({image: 3 x 128 x 128, original_size: (100, 128)" in text
+    assert json.loads(trace.filter(max_depth=0).to_json())["rows"][0]["inputs"][0]["value"]["items"][0]["type"] == "dict"
+    assert no_hooks(sam)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any, Dict, List, Optional
 
-from .trace import Check, ShapeTrace, Summary, TensorInfo, TraceRow, Value
+from .trace import Check, DictInfo, ShapeTrace, Summary, TensorInfo, TraceRow, Value
 
 SCHEMA = "sam-explain/shape-trace"
 SCHEMA_VERSION = 1
@@ -24,6 +24,8 @@ def value_text(value: Summary, chk: Optional[Check] = None) -> str:
         return "None"
     if isinstance(value, Value):
         return value.text
+    if isinstance(value, DictInfo):
+        return "{" + ", ".join(f"{k}: {value_text(v)}" for k, v in value.items) + "}"
     if isinstance(value, tuple):
         parts = chk.symbols if chk is not None and isinstance(chk.symbols, tuple) and len(chk.symbols) == len(value) \
             and all(isinstance(p, Check) for p in chk.symbols) else [None] * len(value)
@@ -43,6 +45,8 @@ def _tensors(value: Summary) -> List[TensorInfo]:
         return [value]
     if isinstance(value, tuple):
         return [t for v in value for t in _tensors(v)]
+    if isinstance(value, DictInfo):
+        return [t for _, v in value.items for t in _tensors(v)]
     return []
 
 
@@ -167,6 +171,8 @@ def value_json(value: Summary, chk: Optional[Check] = None) -> Any:
         return None
     if isinstance(value, Value):
         return {"type": "value", "repr": value.text}
+    if isinstance(value, DictInfo):
+        return {"type": "dict", "items": {k: value_json(v) for k, v in value.items}}
     if isinstance(value, tuple):
         parts = chk.symbols if chk is not None and isinstance(chk.symbols, tuple) and len(chk.symbols) == len(value) \
             and all(isinstance(p, Check) for p in chk.symbols) else [None] * len(value)

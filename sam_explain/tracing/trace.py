@@ -69,18 +69,39 @@ class Value:
         return f"Value({self.text})"
 
 
-Summary = Union[None, TensorInfo, Value, Tuple["Summary", ...]]
+class DictInfo:
+    """A dict argument or output (Sam's ``batched_input`` records): its keys and their summaries."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Tuple[Tuple[str, Any], ...]) -> None:
+        self.items = items
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DictInfo) and self.items == other.items
+
+    def __hash__(self) -> int:
+        return hash(self.items)
+
+    def __repr__(self) -> str:
+        return f"DictInfo({dict(self.items)})"
+
+
+Summary = Union[None, TensorInfo, Value, DictInfo, Tuple["Summary", ...]]
 _SCALARS = (bool, int, float, str)
 
 
 def summarize(x: Any) -> Summary:
-    """Tensor -> TensorInfo, tuple/list -> tuple of summaries, None -> None, else Value."""
+    """Tensor -> TensorInfo, tuple/list -> tuple of summaries, dict -> DictInfo, None -> None,
+    else Value."""
     if isinstance(x, torch.Tensor):
         return TensorInfo(tuple(x.shape), x.dtype, x.device)
     if x is None:
         return None
     if isinstance(x, (tuple, list)):
         return tuple([summarize(v) for v in x])
+    if isinstance(x, dict):
+        return DictInfo(tuple((str(k), summarize(v)) for k, v in x.items()))
     if isinstance(x, _SCALARS):
         return Value(repr(x), x)
     return Value(type(x).__name__)
@@ -128,10 +149,10 @@ class TraceRow:
     """One module call: what went in, what came out, and what the contract says about it."""
 
     __slots__ = ("index", "call", "info", "parent", "args", "kwargs", "output", "status",
-                 "tensor", "trace", "collapsed", "_cache")
+                 "tensor", "root", "collapsed", "_cache", "_values")
 
     def __init__(self, index: int, call: int, info: ModuleInfo, parent: Optional[int],
-                 args: Summary, kwargs: Dict[str, Summary], trace: "ShapeTrace") -> None:
+                 args: Summary, kwargs: Dict[str, Summary], root: Optional["TraceRow"]) -> None:
         self.index = index  # position in execution order
         self.call = call  # which top-level forward of the traced model (0, 1, ...)
         self.info = info
@@ -141,9 +162,10 @@ class TraceRow:
         self.output: Summary = None
         self.status = "running"  # "ok" or "raised" once the module returns
         self.tensor: Any = None  # the output itself, with keep_tensors=True
-        self.trace = trace
+        self.root = root  # the row of the enclosing MaskDecoder / PromptEncoder call, if any
         self.collapsed: Optional[Tuple[str, int, int]] = None  # (same_as path, repeats, rows each)
         self._cache: Optional[Tuple[Any, ...]] = None
+        self._values: Optional[Dict[str, int]] = None
 
     # -- plain facts
     @property
@@ -182,6 +204,23 @@ class TraceRow:
         return self.output.shape if isinstance(self.output, TensorInfo) else None
 
     # -- the contract
+    def symbol_values(self) -> Dict[str, int]:
+        """The symbols' values for this row: its component's attributes (C, h, M, ...) plus
+        what the enclosing MaskDecoder / PromptEncoder call was given (B, N', H, W, K, ...)."""
+        info = self.info
+        if info.component is None:
+            return {}
+        root = self if info.rel_path == "" else self.root
+        holder = root if root is not None else self
+        if holder._values is None:
+            values = dict(info.static_values)
+            if root is not None:
+                reader = contract.CONFIG_READERS[info.component]
+                inputs = {name: plain(v) for name, v in root.inputs.items()}
+                values = reader(None, inputs, values)
+            holder._values = values
+        return holder._values
+
     @property
     def entry(self) -> Optional[contract.Entry]:
         if self.info.component is None:
@@ -191,7 +230,7 @@ class TraceRow:
     def _checks(self) -> Tuple[Optional[Dict[str, Check]], Optional[Check], Dict[str, int]]:
         if self._cache is None:
             entry = self.entry
-            values = self.trace.symbol_values(self)
+            values = self.symbol_values()
             if entry is None:
                 self._cache = (None, None, values)
             else:
@@ -275,12 +314,9 @@ class ShapeTrace:
     ``trace.filter(path=..., max_depth=...)`` and ``trace.collapse()`` return new views.
     """
 
-    def __init__(self, rows: Optional[List[TraceRow]] = None, *, source: Optional["ShapeTrace"] = None,
-                 title: str = "") -> None:
+    def __init__(self, rows: Optional[List[TraceRow]] = None, *, title: str = "") -> None:
         self.rows: List[TraceRow] = [] if rows is None else rows
-        self._source = source if source is not None else self
         self.title = title
-        self._values: Dict[int, Dict[str, int]] = {}
         self.result: Any = None  # what the traced call returned, where the caller kept it
 
     # -- sequence protocol
@@ -300,30 +336,6 @@ class ShapeTrace:
     def mismatches(self) -> List[TraceRow]:
         """Rows whose shapes disagree with the documented-shape contract."""
         return [r for r in self.rows if r.contract == "mismatch"]
-
-    # -- symbols
-    def symbol_values(self, row: TraceRow) -> Dict[str, int]:
-        """The symbol values for ``row``: its component's attributes, plus what the
-        enclosing MaskDecoder / PromptEncoder call was given (B, N', H, W, ...)."""
-        src = self._source
-        if src is not self:
-            return src.symbol_values(row)
-        info = row.info
-        if info.component is None:
-            return {}
-        root = row
-        all_rows = self.rows
-        while root is not None and root.info.path != info.component_path:
-            root = all_rows[root.parent] if root.parent is not None else None
-        key = root.index if root is not None else -1
-        if key not in self._values:
-            values = dict(info.static_values)
-            if root is not None:
-                reader = contract.CONFIG_READERS[info.component]
-                inputs = {name: plain(v) for name, v in root.inputs.items()}
-                values = reader(None, inputs, values)
-            self._values[key] = values
-        return self._values[key]
 
     # -- views
     def filter(self, path: Optional[str] = None, *, max_depth: Optional[int] = None,
@@ -352,13 +364,12 @@ class ShapeTrace:
 
         desc = ", ".join(f"{k}={v!r}" for k, v in (("path", path), ("max_depth", max_depth),
                          ("min_depth", min_depth), ("kind", kind), ("call", call)) if v is not None)
-        return ShapeTrace([r for r in self.rows if keep(r)], source=self._source,
-                          title=_join(self.title, f"filter({desc})"))
+        return ShapeTrace([r for r in self.rows if keep(r)], title=_join(self.title, f"filter({desc})"))
 
     def collapse(self) -> "ShapeTrace":
         """Fold repeated blocks: a layer (``...layers.1``, ``...mlps.2``) whose calls have
         the same classes and shapes as the layer before it becomes one summary row."""
-        return ShapeTrace(_collapse(self.rows), source=self._source, title=_join(self.title, "collapsed"))
+        return ShapeTrace(_collapse(self.rows), title=_join(self.title, "collapsed"))
 
     # -- rendering (see render.py)
     def to_text(self, max_width: Optional[int] = None) -> str:
@@ -450,7 +461,7 @@ def _collapse(rows: Sequence[TraceRow]) -> List[TraceRow]:
             b = rows[k - 1].path[len(parent) + 1 if parent else 0:].split(".")[0]
             name = (f"{parent}." if parent else "") + (a if repeats == 1 else f"{a}-{b}")
             summary = TraceRow(first.index, first.call, _renamed(first.info, name),
-                               first.parent, first.args, first.kwargs, first.trace)
+                               first.parent, first.args, first.kwargs, first.root)
             summary.output, summary.status = first.output, first.status
             summary.collapsed = (head.path, repeats, j - i)
             out.append(summary)
@@ -575,6 +586,7 @@ class trace_shapes:
         self.trace = ShapeTrace()
         self._handles: List[Any] = []
         self._stack: List[int] = []
+        self._open_roots: Dict[Optional[str], TraceRow] = {}  # component path -> its running call
         self._calls = 0
 
     def __enter__(self) -> ShapeTrace:
@@ -597,6 +609,7 @@ class trace_shapes:
         for i in self._stack:  # calls that never returned
             self.trace.rows[i].status = "raised"
         self._stack.clear()
+        self._open_roots.clear()
 
     def _remove(self) -> None:
         for h in self._handles:
@@ -604,8 +617,10 @@ class trace_shapes:
         self._handles.clear()
 
     def _make_pre(self, info: ModuleInfo):
-        rows, stack, trace = self.trace.rows, self._stack, self.trace
+        rows, stack, open_roots = self.trace.rows, self._stack, self._open_roots
         is_hook = info.kind == "hook"
+        is_root = info.rel_path == ""
+        component_path = info.component_path
 
         def pre_hook(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
             if stack:
@@ -615,14 +630,18 @@ class trace_shapes:
                 self._calls += 1
             kw = {k: summarize(v) for k, v in kwargs.items()} if kwargs else {}
             # a hook point's input is its output: recorded once, in the post-hook
-            row = TraceRow(len(rows), self._calls - 1, info, parent, None if is_hook else summarize(args), kw, trace)
+            root = open_roots.get(component_path) if component_path is not None else None
+            row = TraceRow(len(rows), self._calls - 1, info, parent, None if is_hook else summarize(args), kw, root)
+            if is_root:
+                open_roots[component_path] = row
             stack.append(row.index)
             rows.append(row)
 
         return pre_hook
 
     def _make_post(self, info: ModuleInfo):
-        rows, stack, keep = self.trace.rows, self._stack, self.keep_tensors
+        rows, stack, keep, open_roots = self.trace.rows, self._stack, self.keep_tensors, self._open_roots
+        is_root = info.rel_path == ""
 
         def post_hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
             while stack:
@@ -632,6 +651,11 @@ class trace_shapes:
                 row.status = "raised"  # a call below this one never returned
             else:
                 return
+            if is_root:  # this component's call is over (an outer call of it may resume)
+                if row.root is not None:
+                    open_roots[info.component_path] = row.root
+                else:
+                    open_roots.pop(info.component_path, None)
             if output is None and sys.exc_info()[0] is not None:
                 row.status = "raised"
                 return
