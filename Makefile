@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench docs clean
+.PHONY: setup run lab html notebooks test bench clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,24 @@ $(STAMP): pyproject.toml constraints-dev.txt
 
 setup: $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m sam_explain demo
+NB_STAMP := $(VENV)/.installed-notebook
+
+$(NB_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints-dev.txt -e ".[dev,notebook]"
+	touch $(NB_STAMP)
+
+# The main job: the walkthrough in JupyterLab.
+run: $(NB_STAMP)
+	$(VENV)/bin/jupyter lab notebooks/01_tour.ipynb
+
+# The same notebooks executed headless, written as HTML with their pictures to build/html.
+html: $(NB_STAMP)
+	$(VENV)/bin/jupyter nbconvert --to html --execute --output-dir build/html notebooks/0*.ipynb
+	@echo "open build/html/01_tour.html"
+
+# Regenerate the .ipynb files (outputs cleared) from their jupytext sources notebooks/*.py.
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --to ipynb notebooks/0*.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -7,6 +7,14 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
+from . import shape_contract
+from .attention import (
+    AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
+    token_names,
+)
+from .figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image
+from .figures.explorer import explore_attention
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
 from .transforms import ResizeLongestSide

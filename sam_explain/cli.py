@@ -11,6 +11,10 @@ from typing import List, Optional
 
 COMMAND_MODULES = [
     "sam_explain.commands.demo",
+    "sam_explain.commands.trace",
+    "sam_explain.commands.shapes_doc",
+    "sam_explain.commands.attention",
+    "sam_explain.commands.diagram",
     "sam_explain.commands.predict",
 ]
 

@@ -1,0 +1,200 @@
+"""``sam-explain attention``: run the decoder on a described prompt and write its attention figures.
+
+    sam-explain attention --out figures/ --point 192,192,1 --point 450,170,0 --token mask0
+
+Points and boxes are in the pixels of the image (the placeholder image unless --image), and are
+mapped to SAM's 1024 x 1024 input frame with its resize-and-pad geometry. Prints one path per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attention", help="write the decoder's attention maps as PNG figures")
+    p.add_argument("--out", default="attention_figures", help="folder for the PNGs (created)")
+    p.add_argument("--point", action="append", default=None, metavar="X,Y,LABEL",
+                   help="a click in image pixels, LABEL 1 foreground / 0 background (repeatable; "
+                        "default: one foreground click on the placeholder's red disc)")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box in image pixels")
+    p.add_argument("--token", default="mask0",
+                   help="token for the token-to-image figures: iou, mask0..mask3, point0, pad, 'box corner 0', ... "
+                        "or an index (default mask0)")
+    p.add_argument("--heads", default="all", help="'all', 'mean' or a head index for the token-to-image grid")
+    p.add_argument("--scale", choices=("shared", "per-panel"), default="shared", help="colour scale")
+    p.add_argument("--image", help="an RGB image file (default: a synthetic placeholder image)")
+    p.add_argument("--embedding", help="its image embedding, 1 x 256 x 64 x 64 (.pt/.pth tensor, .npy or "
+                                       ".safetensors); default: a colour-based placeholder embedding")
+    p.add_argument("--checkpoint", help="SAM weights (default: seeded random weights)")
+    p.add_argument("--toy", action="store_true",
+                   help="use the trained toy model (sam_explain.toy) and one of its scenes (--seed picks it)")
+    p.add_argument("--dpi", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def parse_numbers(text: str, count: int, what: str) -> List[float]:
+    parts = [s for s in re.split(r"[,\s]+", text.strip()) if s]
+    if len(parts) != count:
+        raise SystemExit(f"sam-explain attention: {what} needs {count} numbers separated by commas, got {text!r}")
+    try:
+        return [float(s) for s in parts]
+    except ValueError:
+        raise SystemExit(f"sam-explain attention: {what} must be numbers, got {text!r}") from None
+
+
+def load_embedding(path: str) -> torch.Tensor:
+    """A saved image embedding, read without unpickling arbitrary objects: 1 x C x H x W."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        t = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(path)
+        if len(tensors) != 1:
+            raise SystemExit(f"sam-explain attention: {path} holds {len(tensors)} tensors, expected 1")
+        t = next(iter(tensors.values()))
+    else:
+        t = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(t, torch.Tensor):
+            raise SystemExit(f"sam-explain attention: {path} holds a {type(t).__name__}, expected a tensor")
+    if t.dim() == 3:
+        t = t[None]  # C x H x W -> 1 x C x H x W
+    return t.float()
+
+
+def load_image(path: str) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(path)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def build_inputs(args: argparse.Namespace):
+    """(prompt_encoder, decoder, image, image_embeddings, default click or None): the one place
+    where the models and the image come from."""
+    from ..attention.inputs import build_models, placeholder_embedding, placeholder_image
+
+    if args.toy:
+        return toy_inputs(args)
+    image = load_image(args.image) if args.image else placeholder_image()
+    if args.checkpoint:
+        from ..checkpoint import load_sam_checkpoint
+
+        parts = load_sam_checkpoint(args.checkpoint)
+        if parts.mask_decoder is None:
+            raise SystemExit(f"sam-explain attention: {args.checkpoint} holds no mask decoder ({parts.format})")
+        decoder = parts.mask_decoder.eval()
+        if parts.prompt_encoder is not None:
+            prompt_encoder = parts.prompt_encoder.eval()
+        else:
+            print(f"{args.checkpoint} holds no prompt encoder: using seeded random prompt-encoder weights")
+            prompt_encoder = build_models(args.seed)[0]
+    else:
+        prompt_encoder, decoder = build_models(args.seed)
+    if args.embedding:
+        embeddings = load_embedding(args.embedding)
+        want = (1, decoder.transformer_dim, *prompt_encoder.image_embedding_size)
+        if tuple(embeddings.shape) != want:
+            raise SystemExit(f"sam-explain attention: the embedding in {args.embedding} must be 1 x C x H x W = "
+                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, embeddings.shape))}")
+    else:
+        embeddings = placeholder_embedding(image, seed=args.seed, grid=prompt_encoder.image_embedding_size[0],
+                                           input_size=max(prompt_encoder.input_image_size))
+    return prompt_encoder, decoder, image, embeddings, None
+
+
+def toy_inputs(args: argparse.Namespace):
+    """The toy model, a toy scene (or --image) embedded by the toy image encoder, and a default click
+    at the most central pixel of the scene's first object."""
+    try:
+        from ..toy import make_scene, toy_model
+    except ImportError:
+        raise SystemExit("sam-explain attention: --toy needs the toy model (sam_explain.toy), "
+                         "which this version does not have") from None
+    if args.checkpoint or args.embedding:
+        raise SystemExit("sam-explain attention: --toy brings its own weights and embeddings; "
+                         "drop --checkpoint / --embedding")
+    model = toy_model().eval()
+    scene = None if args.image else make_scene(seed=args.seed)
+    image = load_image(args.image) if args.image else scene.image
+    with torch.no_grad():
+        embeddings = model.embed(image)  # 1 x C x H x W
+    default_click = None
+    if scene is not None and len(scene.object_masks):
+        ys, xs = np.nonzero(scene.object_masks[0])
+        i = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
+        default_click = f"{xs[i]},{ys[i]},1"
+    return model.prompt_encoder.eval(), model.mask_decoder.eval(), image, embeddings, default_click
+
+
+def describe_prompts(
+    args: argparse.Namespace, image_size: Tuple[int, int], input_size: int, default_click: Optional[str] = None
+):
+    """The --point / --box prompt, from image pixels to the prompt encoder's input frame
+    (``input_size`` is the side of its square input, 1024 in SAM)."""
+    from ..example import Prompts
+    from ..figures.geometry import to_input_frame
+
+    h0, w0 = image_size
+    points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    texts = args.point
+    if texts is None and not args.box:
+        texts = [default_click or f"{0.3 * w0:.0f},{0.4 * h0:.0f},1"]  # the placeholder's red disc
+    if texts:
+        xyl = [parse_numbers(t, 3, "--point X,Y,LABEL") for t in texts]
+        coords = torch.tensor([[[x, y] for x, y, _ in xyl]], dtype=torch.float32)  # 1 x N x 2
+        labels = torch.tensor([[int(lab) for _, _, lab in xyl]])  # 1 x N
+        points = (to_input_frame(coords, image_size, input_size).float(), labels)
+    boxes = None
+    if args.box:
+        x0, y0, x1, y1 = parse_numbers(args.box, 4, "--box X0,Y0,X1,Y1")
+        corners = to_input_frame(torch.tensor([[x0, y0], [x1, y1]]), image_size, input_size).float()  # 2 x 2
+        boxes = corners.reshape(1, 4)  # 1 x 4
+    return Prompts(points=points, boxes=boxes)
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ..attention import capture_attention
+    from ..figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image, token_index
+
+    torch.manual_seed(args.seed)
+    prompt_encoder, decoder, image, embeddings, default_click = build_inputs(args)
+    prompts = describe_prompts(args, image.shape[:2], max(prompt_encoder.input_image_size), default_click)
+    record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
+    token = int(args.token) if args.token.isdigit() else args.token
+    heads = int(args.heads) if args.heads.isdigit() else args.heads
+    try:
+        t = token_index(record, token)
+        name = slug(record.names(0)[t])
+        figures = {
+            f"token_to_image_{name}.png": plot_token_to_image(record, t, heads=heads, scale=args.scale),
+            f"token_to_image_{name}_overlay.png": plot_token_to_image(record, t, heads=heads, image=image,
+                                                                      scale=args.scale),
+            "image_to_token_overlay.png": plot_image_to_token(record, image=image, scale=args.scale),
+            "token_self.png": plot_token_self(record, scale=args.scale),
+        }
+    except ValueError as err:
+        raise SystemExit(f"sam-explain attention: {err}") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"tokens: {', '.join(record.names(0))}")
+    for filename, fig in figures.items():
+        path = out / filename
+        fig.savefig(path, dpi=args.dpi)
+        print(path)
+    return 0
