@@ -271,3 +271,26 @@ def test_strict_loading_names_the_bad_keys(pair):
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
     with pytest.raises(SamCheckpointError, match="no 'image_encoder.pos_embed'"):
         detect_model_type({"mask_decoder.iou_token.weight": torch.zeros(1, 256)})
+
+
+def test_tracer_and_attention_recorder_see_the_whole_pipeline(pair):
+    from sam_explain.attention import record_attention
+    from sam_explain.tracing import trace_shapes
+
+    _, ours = pair
+    predictor = SamPredictor(ours)
+    image = random_image(64, 100)
+    with trace_shapes(ours) as trace:
+        predictor.set_image(image)
+        masks, _, _ = predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
+    # the encoder's windowed and global attention maps, then the decoder's, in one trace
+    assert [r.output_shape for r in trace.find("image_encoder.blocks.0.attn.hook_probs")] == [(9, 2, 9, 9)]
+    assert [r.output_shape for r in trace.find("image_encoder.blocks.1.attn.hook_probs")] == [(1, 2, 64, 64)]
+    assert [r.output_shape for r in trace.find("image_encoder")] == [(1, 32, 8, 8)]
+    final = "mask_decoder.transformer.final_attn_token_to_image.hook_probs"
+    assert [r.output_shape for r in trace.find(final)] == [(1, 8, 7, 64)]
+    assert not trace.mismatches()
+    with record_attention(ours) as record:
+        predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
+    assert record["mask_decoder.transformer.final_attn_token_to_image"].shape == (1, 8, 7, 64)
+    assert not any(name.startswith("image_encoder") for name in record.probs)  # the decoder's maps only
