@@ -239,7 +239,7 @@ def test_command_writes_figures(tmp_path, capsys):
     assert printed[0] == "tokens: " + ", ".join(NAMES)
     with pytest.raises(SystemExit, match="no token named 'mask7'"):
         main(["attention", "--out", str(out), "--token", "mask7"])
-    with pytest.raises(SystemExit, match="heads must be 'all', 'mean' or an index in 0..h-1 = 0..7, got 'max'"):
+    with pytest.raises(SystemExit, match="--heads must be 'all', 'mean' or an index in 0..h-1 = 0..7, got 'max'"):
         main(["attention", "--out", str(out), "--heads", "max"])
 
 

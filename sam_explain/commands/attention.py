@@ -169,15 +169,23 @@ def run(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..attention import capture_attention
+    from ..attention import capture_attention, token_names
     from ..figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image, token_index
 
     torch.manual_seed(args.seed)
     prompt_encoder, decoder, image, embeddings, default_click = build_inputs(args)
     prompts = describe_prompts(args, image.shape[:2], max(prompt_encoder.input_image_size), default_click)
-    record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
     token = int(args.token) if args.token.isdigit() else args.token
     heads = int(args.heads) if args.heads.isdigit() else args.heads
+    h = decoder.transformer.num_heads
+    if heads not in ("all", "mean") and not (isinstance(heads, int) and heads < h):
+        raise SystemExit(f"sam-explain attention: --heads must be 'all', 'mean' or an index in 0..h-1 = "
+                         f"0..{h - 1}, got {args.heads!r}")
+    names = token_names(prompts, decoder.num_mask_tokens)[0]
+    if not (isinstance(token, int) and token < len(names)) and token not in names \
+            and [n.split(" (")[0] for n in names].count(token) != 1:
+        raise SystemExit(f"sam-explain attention: no token named {args.token!r}; tokens are {names}")
+    record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
     try:
         t = token_index(record, token)
         name = slug(record.names(0)[t])

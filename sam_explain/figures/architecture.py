@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..tracing.render import value_text
+from .base import Figure
 
 # box name -> (x, y centre, label, colour); the canvas is 12 x 13 units
 BOXES: Dict[str, Tuple[float, float, str, str]] = {

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
-import io
 import textwrap
 
 import numpy as np
 import torch
-from matplotlib import figure as mpl_figure
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
+from .base import Figure
 from .geometry import as_float_image, grid_to_image, to_original_frame
 
 Head = Union[str, int]  # "all", "mean" or 0 .. h-1
@@ -38,15 +37,6 @@ KIND_MEANING = {
     "image_to_token": "how much each image position reads each token (each position's T weights sum to 1)",
     "token_self": "which tokens each token reads (rows: queries, columns: keys; rows sum to 1)",
 }
-
-
-class Figure(mpl_figure.Figure):
-    """A matplotlib Figure that shows itself as a PNG in Jupyter even when pyplot was never imported."""
-
-    def _repr_png_(self) -> bytes:
-        buf = io.BytesIO()
-        self.savefig(buf, format="png")
-        return buf.getvalue()
 
 
 def token_index(record: AttentionRecord, token: Union[int, str], prompt_set: int = 0) -> int:
@@ -72,7 +62,7 @@ def sites_of(record: AttentionRecord, kind: str, layers: Optional[Sequence] = No
 
 
 def head_views(maps: torch.Tensor, heads: Head, averaged: bool) -> List[Tuple[str, torch.Tensor]]:
-    """h x N_q x N_k -> [(label, N_q x N_k)]: every head, their mean, or one head."""
+    """h x ... -> [(label, ...)]: every head, their mean, or one head (the head axis comes first)."""
     h = maps.shape[0]
     if averaged:
         if heads not in ("mean", "all"):
@@ -156,6 +146,7 @@ def mark_prompts(
     first_sparse = len(names) - len(positions)
     H, W = record.grid()
     size_h, size_w = record.input_image_size
+
     def to_axes(xy):
         xy = np.asarray(xy, dtype=np.float64)
         if image is None:
@@ -210,9 +201,9 @@ def plot_token_to_image(
     sites = sites_of(record, "token_to_image", layers)
     rows = []
     for site in sites:
-        maps = record[site.name][prompt_set, :, t, :].float().cpu()  # h x HW
-        maps = maps.reshape(maps.shape[0], 1, H, W)[:, 0]  # h x H x W
-        rows.append((site, head_views(maps[:, None], heads, record.average_heads)))
+        row = record[site.name][prompt_set, :, t, :].float().cpu()  # h x HW: token t's row, every head
+        maps = row.reshape(-1, H, W)  # h x H x W
+        rows.append((site, head_views(maps, heads, record.average_heads)))  # [(label, H x W)]
     ncols = len(rows[0][1])
     panel = (2.4, 2.4 * (img.shape[0] / img.shape[1]) if img is not None else 2.4)
     fig, axes = new_figure(len(rows), ncols, panel, transpose=ncols == 1)
@@ -220,7 +211,7 @@ def plot_token_to_image(
     last = None
     for r, (site, views) in enumerate(rows):
         for c, (label, view) in enumerate(views):
-            grid_map = view[0].numpy()  # H x W
+            grid_map = view.numpy()  # H x W
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
             last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
