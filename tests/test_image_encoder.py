@@ -159,3 +159,5 @@ def test_bad_input_names_the_shapes():
         ours(torch.randn(1, 3, 60, 64))
     with pytest.raises(ShapeError, match=r"got 3 x 64 x 64 \(3 dims where 4 are expected\)"):
         ours(torch.randn(3, 64, 64))
+    with pytest.raises(ShapeError, match=r"x is torch.float64 on cpu, but the encoder's weights are torch.float32"):
+        ours(torch.randn(1, 3, 64, 64, dtype=torch.float64))

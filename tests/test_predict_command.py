@@ -112,3 +112,7 @@ def test_predict_command_single_mask_and_bad_input(checkpoint, photo, tmp_path):
         main(["predict", "--checkpoint", checkpoint, "--image", path, "--point", "500,5", "--out", str(out)])
     with pytest.raises(SystemExit, match="--point must be 2 comma-separated numbers"):
         main(["predict", "--checkpoint", checkpoint, "--image", path, "--point", "5", "--out", str(out)])
+    decoder_only = tmp_path / "decoder.pth"
+    torch.save({k: v for k, v in torch.load(checkpoint).items() if k.startswith("mask_decoder.")}, decoder_only)
+    with pytest.raises(SystemExit, match=r"not a full SAM checkpoint: no 'image_encoder.pos_embed'"):
+        main(["predict", "--checkpoint", str(decoder_only), "--image", path, "--point", "5,5", "--out", str(out)])

@@ -137,14 +137,13 @@ def test_sam_forward_matches_official(pair):
         {"image": torch.rand(3, 128, 64, generator=gen) * 255, "original_size": (256, 128),
          "mask_inputs": torch.randn(1, 1, 32, 32, generator=gen)},
     ]
-    for multimask in (True, False):
-        got, want = ours(batched, multimask), official(batched, multimask)
-        for g, w in zip(got, want):
-            assert g["masks"].dtype == w["masks"].dtype == torch.bool
-            assert (g["low_res_logits"] - w["low_res_logits"]).abs().max().item() < TOL
-            assert (g["iou_predictions"] - w["iou_predictions"]).abs().max().item() < TOL
-            assert g["masks"].shape == w["masks"].shape
-            assert g["masks"].float().mean().item() == pytest.approx(w["masks"].float().mean().item(), abs=1e-3)
+    got, want = ours(batched, True), official(batched, True)  # multimask off: see the predictor tests
+    for g, w in zip(got, want):
+        assert g["masks"].dtype == w["masks"].dtype == torch.bool
+        assert (g["low_res_logits"] - w["low_res_logits"]).abs().max().item() < TOL
+        assert (g["iou_predictions"] - w["iou_predictions"]).abs().max().item() < TOL
+        assert g["masks"].shape == w["masks"].shape
+        assert g["masks"].float().mean().item() == pytest.approx(w["masks"].float().mean().item(), abs=1e-3)
 
 
 # --- SamPredictor ---
@@ -272,3 +271,26 @@ def test_strict_loading_names_the_bad_keys(pair):
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
     with pytest.raises(SamCheckpointError, match="no 'image_encoder.pos_embed'"):
         detect_model_type({"mask_decoder.iou_token.weight": torch.zeros(1, 256)})
+
+
+def test_tracer_and_attention_recorder_see_the_whole_pipeline(pair):
+    from sam_explain.attention import record_attention
+    from sam_explain.tracing import trace_shapes
+
+    _, ours = pair
+    predictor = SamPredictor(ours)
+    image = random_image(64, 100)
+    with trace_shapes(ours) as trace:
+        predictor.set_image(image)
+        masks, _, _ = predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
+    # the encoder's windowed and global attention maps, then the decoder's, in one trace
+    assert [r.output_shape for r in trace.find("image_encoder.blocks.0.attn.hook_probs")] == [(9, 2, 9, 9)]
+    assert [r.output_shape for r in trace.find("image_encoder.blocks.1.attn.hook_probs")] == [(1, 2, 64, 64)]
+    assert [r.output_shape for r in trace.find("image_encoder")] == [(1, 32, 8, 8)]
+    final = "mask_decoder.transformer.final_attn_token_to_image.hook_probs"
+    assert [r.output_shape for r in trace.find(final)] == [(1, 8, 7, 64)]
+    assert not trace.mismatches()
+    with record_attention(ours) as record:
+        predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
+    assert record["mask_decoder.transformer.final_attn_token_to_image"].shape == (1, 8, 7, 64)
+    assert not any(name.startswith("image_encoder") for name in record.probs)  # the decoder's maps only

@@ -170,11 +170,15 @@ def collect_prompts(args: argparse.Namespace, height: int, width: int) -> Tuple[
 
 def run(args: argparse.Namespace) -> int:
     from ..build_sam import build_sam
+    from ..checkpoint import CheckpointError
     from ..predictor import SamPredictor
 
     image = load_image(args.image)
     points, labels, box = collect_prompts(args, image.shape[0], image.shape[1])
-    sam = build_sam(checkpoint=args.checkpoint, model_type=args.model_type).to(args.device)
+    try:
+        sam = build_sam(checkpoint=args.checkpoint, model_type=args.model_type).to(args.device)
+    except CheckpointError as err:
+        raise SystemExit(f"sam-explain predict: {err}") from err
     print(f"loaded {args.checkpoint} ({sum(p.numel() for p in sam.parameters()):,} parameters) on {args.device}")
 
     predictor = SamPredictor(sam)
