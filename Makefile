@@ -41,6 +41,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_decoder.py
+	$(PY) benchmarks/bench_trace.py
+	$(PY) benchmarks/bench_attention.py
+	$(PY) benchmarks/bench_image_encoder.py
 
 clean:
 	rm -rf $(VENV) build
