@@ -7,3 +7,5 @@ from .modeling import (
 from .shapes_check import ShapeError
 
 __version__ = "0.1.0"
+from .toy import make_scene as toy_scene
+from .toy import toy_model

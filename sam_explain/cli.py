@@ -11,6 +11,7 @@ from typing import List, Optional
 
 COMMAND_MODULES = [
     "sam_explain.commands.demo",
+    "sam_explain.commands.toy",
 ]
 
 
