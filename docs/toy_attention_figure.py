@@ -64,23 +64,33 @@ def main() -> None:
     first_mask_token = 1  # token 0 is the IoU token
     attn = rearrange(probs[0, :, first_mask_token], "h (gh gw) -> h gh gw", gh=H, gw=W).mean(0)  # H x W
 
+    single, single_iou = model.predict(emb, points=[(x, y)], multimask_output=False)  # 1 x 1 x 4H x 4W: token 0
+
     size = scene.image.shape[0]
     extent = (0, size, size, 0)
-    fig, axes = plt.subplots(1, 5, figsize=(17, 3.8))
+
+    def overlay(ax, logits: torch.Tensor, title: str) -> None:
+        pred = (logits > 0).numpy()
+        rgba = np.zeros((size, size, 4))
+        rgba[pred] = (1.0, 0.1, 0.1, 0.6)
+        ax.imshow(scene.image)
+        ax.imshow(rgba)
+        iou_true = (pred & target).sum() / max(1, (pred | target).sum())
+        ax.set_title(f"{title}\npredicted IoU {float(title_iou[title]):.2f}, true IoU {iou_true:.2f}", fontsize=9)
+
+    title_iou = {"mask token 0 (single output)": single_iou[0, 0]}
+    title_iou.update({f"multimask output {k + 1}": iou[0, k] for k in range(3)})
+    fig, axes = plt.subplots(1, 6, figsize=(20, 3.8))
     axes[0].imshow(scene.image)
     axes[0].set_title("toy scene and the click")
     axes[1].imshow(scene.image, alpha=0.35, extent=extent)
     im = axes[1].imshow(attn.numpy(), cmap="magma", alpha=0.8, extent=extent)
-    axes[1].set_title(f"mask token 0 attends to ({H}x{W} grid)\n{args.layer}, mean of heads", fontsize=9)
+    axes[1].set_title(f"where mask token 0 looks ({H} x {W} grid)\n{args.layer}\nhook_probs, mean of {probs.shape[1]} heads",
+                      fontsize=8)
     fig.colorbar(im, ax=axes[1], fraction=0.046)
+    overlay(axes[2], single[0, 0], "mask token 0 (single output)")
     for k in range(3):
-        ax = axes[2 + k]
-        ax.imshow(scene.image)
-        ax.imshow(np.ma.masked_where(masks[0, k].numpy() <= 0, np.ones((size, size))), cmap="cool",
-                  alpha=0.55, vmin=0, vmax=1)
-        inter = ((masks[0, k] > 0).numpy() & target).sum()
-        union = ((masks[0, k] > 0).numpy() | target).sum()
-        ax.set_title(f"multimask output {k + 1}\npredicted IoU {iou[0, k]:.2f}, IoU with object {inter / union:.2f}", fontsize=9)
+        overlay(axes[3 + k], masks[0, k], f"multimask output {k + 1}")
     for ax in axes:
         ax.plot([x], [y], marker="*", color="yellow", markeredgecolor="black", markersize=14)
         ax.set_axis_off()

@@ -47,9 +47,17 @@ def test_prompts_fall_inside_their_targets():
     assert (prompts.box - exact).abs().max() <= 20.0 * 64 / 1024 * 6  # noise std capped at 1.25 px here
 
 
-def test_training_a_few_dozen_steps_lowers_the_loss():
+@pytest.fixture
+def one_thread():
+    """Small ops: one thread is much faster than two on a busy 2-core machine. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_training_a_few_dozen_steps_lowers_the_loss(one_thread):
     cfg = replace(SCHEDULES["tiny"], stages=((32, 30),))
-    torch.set_num_threads(2)
     _, history = train(cfg, out=None, progress=False)
     losses = history["loss"]
     assert len(losses) == 30
@@ -57,10 +65,9 @@ def test_training_a_few_dozen_steps_lowers_the_loss():
 
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")
-def test_shipped_weights_segment_held_out_scenes():
+def test_shipped_weights_segment_held_out_scenes(one_thread):
     from sam_explain.toy.evaluate import evaluate
 
-    torch.set_num_threads(2)
     model = toy_model()
     assert model.prompt_encoder.image_embedding_size == (64, 64)
     emb = model.embed(make_scene(0).image)
@@ -76,11 +83,10 @@ def test_shipped_weights_segment_held_out_scenes():
 
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")
-def test_shipped_decoder_is_sams_architecture_at_sams_sizes():
+def test_shipped_decoder_is_sams_architecture_at_sams_sizes(one_thread):
     """The trained prompt encoder and decoder load, strictly, into the official modules and agree."""
     from sam_explain.testing import build_official_pair
 
-    torch.set_num_threads(2)
     model = toy_model()
     decoder, prompt_encoder = build_official_pair(input_image_size=(256, 256))
     decoder.load_state_dict(model.mask_decoder.state_dict(), strict=True)

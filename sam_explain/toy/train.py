@@ -59,10 +59,13 @@ SCHEDULES: Dict[str, TrainConfig] = {
     "full": TrainConfig(stages=((32, 1500), (64, 1500), (128, 1000), (256, 1000)), scenes_per_step=8,
                         prompts_per_scene=8, decay_from_stage=2),
     # CPU, one thread: the shipped weights (see docs/toy_model.md for the measured time).
-    "cpu": TrainConfig(stages=((32, 800), (64, 200), (128, 40), (256, 10)), scenes_per_step=3,
+    "cpu": TrainConfig(stages=((32, 800), (64, 120), (128, 24), (256, 6)), scenes_per_step=3,
                        prompts_per_scene=8, decay_from_stage=2),
     # CPU, one thread, about 20 minutes.
     "quick": TrainConfig(stages=((32, 700), (64, 150), (128, 30), (256, 8)), scenes_per_step=3, prompts_per_scene=8),
+    # A second phase on top of "cpu" (train-toy --schedule cpu-finetune --init cpu.safetensors).
+    "cpu-finetune": TrainConfig(stages=((64, 700), (128, 60), (256, 12)), scenes_per_step=3, prompts_per_scene=8,
+                                lr=3e-4, warmup=20, seed=1, decay_from_stage=1),
     # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
     "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
 }
@@ -269,12 +272,23 @@ def train(
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
     schedule_name: str = "custom",
+    init: Optional[Path] = None,
 ) -> Tuple[ToyModel, Dict[str, list]]:
-    """Train from scratch (or resume from ``resume``, a .pt training state); write ``out`` (safetensors)
-    every ``checkpoint_every`` steps and at the end. Returns the model and the loss history."""
+    """Train from scratch, or from the weights ``init`` (a safetensors file; fresh optimiser), or resume
+    from ``resume`` (a .pt training state); write ``out`` (safetensors) every ``checkpoint_every``
+    steps and at the end. Returns the model and the loss history."""
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = ToyModel(encoder_config={"dim": cfg.encoder_dim}).to(device).train()
+    init_meta = {}
+    if init is not None:
+        from .model import toy_model
+
+        start_model = toy_model(init)
+        init_meta = {"init": str(init), "init_schedule": start_model.metadata.get("schedule", ""),
+                     "init_config": start_model.metadata.get("config", ""),
+                     "init_train_seconds": start_model.metadata.get("train_seconds", "")}
+        model.load_state_dict(start_model.state_dict())
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -297,7 +311,7 @@ def train(
         model.set_image_size(cfg.stages[-1][0])
         meta = {"schedule": schedule_name, "config": asdict(cfg), "steps_done": step,
                 "train_seconds": round(elapsed, 1), "device": str(device), "git_commit": git_commit(),
-                "torch": torch.__version__}
+                "torch": torch.__version__, **init_meta}
         save_toy_weights(model, out, meta)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                     "generator": gen.get_state(), "history": history, "elapsed": elapsed}, state_path)
