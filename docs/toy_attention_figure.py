@@ -84,7 +84,8 @@ def main() -> None:
     axes[0].imshow(scene.image)
     axes[0].set_title("toy scene and the click")
     axes[1].imshow(scene.image, alpha=0.35, extent=extent)
-    im = axes[1].imshow(attn.numpy(), cmap="magma", alpha=0.8, extent=extent)
+    im = axes[1].imshow(attn.numpy(), cmap="magma", alpha=0.8, extent=extent,
+                        norm=matplotlib.colors.PowerNorm(0.5))  # square-root scale: faint weights stay visible
     axes[1].set_title(f"where mask token 0 looks ({H} x {W} grid)\n{args.layer}\nhook_probs, mean of {probs.shape[1]} heads",
                       fontsize=8)
     fig.colorbar(im, ax=axes[1], fraction=0.046)

@@ -74,7 +74,7 @@ def test_shipped_weights_segment_held_out_scenes(one_thread):
     assert emb.shape == (1, 256, 64, 64)
     masks, iou = model.predict(emb, points=[(100.0, 120.0)])
     assert masks.shape == (1, 3, 256, 256) and iou.shape == (1, 3)
-    figures = evaluate(model, num_scenes=4)
+    figures = evaluate(model, num_scenes=4)  # 22 prompts
     # The figures measured on 100 scenes are in docs/toy_model.md; a small sample, looser bounds.
     assert figures["click_best_of_3_miou"] >= THRESHOLDS["click_best_of_3_miou"], figures
     assert figures["click_single_mask_miou"] >= THRESHOLDS["click_single_mask_miou"], figures
@@ -98,3 +98,8 @@ def test_shipped_decoder_is_sams_architecture_at_sams_sizes(one_thread):
         theirs, their_iou = decoder(emb, prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=True)
     ours, our_iou = model.predict(emb, points=[(90.0, 140.0)])
     assert torch.allclose(ours, theirs, atol=1e-4) and torch.allclose(our_iou, their_iou, atol=1e-5)
+
+
+# Below what the shipped weights measure on these 4 scenes (see docs/toy_model.md for 100 scenes), and
+# far above what a model that ignores its prompt gets (about 0.05 best of 3, 0.0 box).
+THRESHOLDS = {"click_best_of_3_miou": 0.40, "click_single_mask_miou": 0.30, "box_miou": 0.55}

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="full: one GPU, about 5 min; cpu: 2 CPU cores, about an hour; quick: about 20 min on CPU")
     p.add_argument("--out", default="toy_sam.safetensors", help="the weights to write (safetensors)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the schedule's seed")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest on a shared 2-core machine: small ops drown in thread sync)")
     p.add_argument("--checkpoint-every", type=int, default=25, help="write the weights every this many steps")
@@ -39,7 +39,9 @@ def run_train(args: argparse.Namespace) -> int:
     from ..toy.train import SCHEDULES, train
 
     torch.set_num_threads(args.threads)
-    cfg = replace(SCHEDULES[args.schedule], seed=args.seed, device=args.device)
+    cfg = replace(SCHEDULES[args.schedule], device=args.device)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
     log = None
     if args.log:
         def log(line: str) -> None:
