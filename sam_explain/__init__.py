@@ -23,3 +23,5 @@ from .build_sam import (
     SamCheckpointError, build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, detect_model_type,
     sam_model_registry,
 )
+from .toy import make_scene as toy_scene
+from .toy import toy_model

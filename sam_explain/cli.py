@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "sam_explain.commands.attention",
     "sam_explain.commands.diagram",
     "sam_explain.commands.predict",
+    "sam_explain.commands.toy",
 ]
 
 

@@ -1,0 +1,86 @@
+"""``sam-explain train-toy`` and ``sam-explain eval-toy``: train the toy SAM, and measure it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-toy", help="train the toy SAM on synthetic scenes and write its weights")
+    p.add_argument("--schedule", default="cpu", choices=["full", "cpu", "cpu-finetune", "quick", "tiny"],
+                   help="full: one GPU, about 5 min; cpu: 2 CPU cores, about an hour; quick: about 20 min on CPU")
+    p.add_argument("--out", default="toy_sam.safetensors", help="the weights to write (safetensors)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=None, help="default: the schedule's seed")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest on a shared 2-core machine: small ops drown in thread sync)")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="write the weights every this many steps")
+    p.add_argument("--resume", help="a .state.pt written next to --out by an earlier run")
+    p.add_argument("--init", help="start from these weights (safetensors) instead of from scratch")
+    p.add_argument("--log", help="append progress lines to this file")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval-toy", help="measure the toy SAM on held-out scenes")
+    e.add_argument("--weights", help="safetensors weights (default: the ones shipped in the package)")
+    e.add_argument("--scenes", type=int, default=100, help="held-out scenes (every valid target is prompted once)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--json", help="also write the figures to this JSON file")
+    e.add_argument("--stamp", action="store_true",
+                   help="write the figures into the weights file's metadata (key 'figures')")
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..toy.train import SCHEDULES, train
+
+    torch.set_num_threads(args.threads)
+    cfg = replace(SCHEDULES[args.schedule], device=args.device)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
+    log = None
+    if args.log:
+        def log(line: str) -> None:
+            with open(args.log, "a") as f:
+                f.write(line + "\n")
+    print(f"train-toy: schedule {args.schedule}, {cfg.steps} steps, stages (H0, steps) {cfg.stages}, "
+          f"B = {cfg.scenes_per_step} scenes x {cfg.prompts_per_scene} prompt sets, device {cfg.device}")
+    train(cfg, out=Path(args.out), checkpoint_every=args.checkpoint_every,
+          resume=Path(args.resume) if args.resume else None, log=log, schedule_name=args.schedule,
+          init=Path(args.init) if args.init else None)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from ..toy.evaluate import evaluate, format_report
+    from ..toy.model import toy_model
+
+    torch.set_num_threads(args.threads)
+    model = toy_model(args.weights, device=args.device)
+    figures = evaluate(model, num_scenes=args.scenes)
+    print(format_report(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    if args.stamp:
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        from ..toy.model import default_weights_path
+
+        path = str(args.weights or default_weights_path())
+        with safe_open(path, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta["figures"] = json.dumps(figures)
+        save_file(tensors, path, metadata=meta)
+        print(f"wrote the figures into the metadata of {path}")
+    return 0

@@ -1,0 +1,348 @@
+"""Train the toy SAM with SAM's recipe on synthetic scenes.
+
+One step:
+  1. draw S scenes on the training device (``generate_scenes``), embed them once: S x C x H x W;
+  2. sample P prompt sets per scene (B = S * P, SAM's "B prompt sets per image" contract):
+     a target mask (a whole object or a nested part), then either one click uniformly inside it
+     or its bounding box with noise (std 10% of the side, at most 5 px = SAM's 20 px at 1024);
+  3. decode all B; the loss of each mask is 20 * focal + dice. A single click is ambiguous, so
+     it takes the minimum loss over the three multimask outputs (plus the single-output mask,
+     token 0, so that multimask_output=False also answers a click); a box trains token 0;
+  4. iterative clicks: for a fraction of the prompt sets, a second pass adds one click drawn
+     uniformly from the error region of the first prediction (foreground where the mask missed,
+     background where it spilled) and the first prediction's logits as the mask prompt; with
+     several prompts the answer is token 0;
+  5. every pass adds the mean-squared error between the predicted IoU of each of the M masks
+     and its actual IoU with the target.
+AdamW, linear warm-up then cosine decay, gradient clipping at 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch.nn import functional as F
+
+from .model import ToyModel, save_toy_weights
+from .scenes import SceneBatch, generate_scenes
+
+FOCAL_WEIGHT = 20.0  # SAM: focal : dice = 20 : 1
+TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evaluation uses its own stream)
+
+
+@dataclass
+class TrainConfig:
+    stages: Tuple[Tuple[int, int], ...] = ((256, 3000),)  # (image size H0, steps): small images first
+    scenes_per_step: int = 4  # S
+    prompts_per_scene: int = 8  # P; B = S * P prompt sets per step
+    lr: float = 6e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    iterative_fraction: float = 0.25  # prompt sets that also get an error-region click
+    seed: int = 0
+    encoder_dim: int = 96
+    device: str = "cpu"
+    decay_from_stage: int = 0  # the lr is constant after warm-up until this stage, then decays (cosine) to 5%
+
+    @property
+    def steps(self) -> int:
+        return sum(steps for _, steps in self.stages)
+
+
+SCHEDULES: Dict[str, TrainConfig] = {
+    # One GPU (not measured in this session; see docs/toy_model.md).
+    "full": TrainConfig(stages=((32, 1500), (64, 1500), (128, 1000), (256, 1000)), scenes_per_step=8,
+                        prompts_per_scene=8, decay_from_stage=2),
+    # CPU, one thread: the shipped weights (see docs/toy_model.md for the measured time).
+    "cpu": TrainConfig(stages=((32, 800), (64, 120), (128, 24), (256, 6)), scenes_per_step=3,
+                       prompts_per_scene=8, decay_from_stage=2),
+    # CPU, one thread, about 20 minutes.
+    "quick": TrainConfig(stages=((32, 700), (64, 150), (128, 30), (256, 8)), scenes_per_step=3, prompts_per_scene=8),
+    # A second phase on top of "cpu" (train-toy --schedule cpu-finetune --init cpu.safetensors).
+    "cpu-finetune": TrainConfig(stages=((64, 700), (128, 60), (256, 12)), scenes_per_step=3, prompts_per_scene=8,
+                                lr=3e-4, warmup=20, seed=0, decay_from_stage=1),
+    # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
+    "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
+}
+
+
+def sample_in_masks(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One pixel drawn uniformly from each mask (B x H0 x W0 bool): B x 2 integer (x, y).
+    An empty mask gives a uniform pixel."""
+    B, H0, W0 = masks.shape
+    weights = masks.flatten(1).float() + 1e-12  # B x H0W0
+    flat = torch.multinomial(weights, 1, generator=gen)[:, 0]  # B
+    return torch.stack([flat % W0, flat // W0], dim=-1).float()  # B x 2, (x, y)
+
+
+def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """B x H0 x W0 bool -> B x 4 (x0, y0, x1, y1), inclusive pixel indices."""
+    B, H0, W0 = masks.shape
+    rows = masks.any(dim=2).float()  # B x H0
+    cols = masks.any(dim=1).float()  # B x W0
+    y0 = rows.argmax(dim=1)
+    y1 = H0 - 1 - rows.flip(1).argmax(dim=1)
+    x0 = cols.argmax(dim=1)
+    x1 = W0 - 1 - cols.flip(1).argmax(dim=1)
+    return torch.stack([x0, y0, x1, y1], dim=-1).float()  # B x 4
+
+
+def noisy_boxes(masks: torch.Tensor, gen: torch.Generator, max_noise: float) -> torch.Tensor:
+    """Bounding boxes with Gaussian noise on each coordinate: std 10% of the side, at most ``max_noise``."""
+    box = bounding_boxes(masks)  # B x 4
+    side = torch.stack([box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]], dim=-1).repeat(1, 2) + 1  # B x 4
+    std = (0.1 * side).clamp(max=max_noise)
+    box = box + std * torch.randn(box.shape, generator=gen, device=box.device)
+    H0 = masks.shape[-1]
+    return box.clamp(0, H0 - 1)
+
+
+@dataclass
+class PromptBatch:
+    scene: torch.Tensor  # B, which scene each prompt set is on
+    target: torch.Tensor  # B x H0 x W0 bool
+    is_point: torch.Tensor  # B bool: one click (else a box)
+    point: torch.Tensor  # B x 1 x 2
+    box: torch.Tensor  # B x 4
+
+
+def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, point_fraction: float = 0.5) -> PromptBatch:
+    """P prompt sets per scene: a valid target mask, then one click inside it or a noisy box around it."""
+    S = scenes.images.shape[0]
+    device = scenes.images.device
+    valid = scenes.targets_valid.float()  # S x 2K
+    valid[:, 0] = valid[:, 0] + (valid.sum(1) == 0).float()  # a scene with no valid target keeps slot 0
+    choice = torch.multinomial(valid, per_scene, replacement=True, generator=gen)  # S x P
+    scene = torch.arange(S, device=device).repeat_interleave(per_scene)  # B
+    target = scenes.targets[scene, choice.flatten()]  # B x H0 x W0
+    B = target.shape[0]
+    is_point = torch.rand(B, generator=gen, device=device) < point_fraction
+    point = sample_in_masks(target, gen)[:, None]  # B x 1 x 2
+    box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
+    return PromptBatch(scene, target, is_point, point, box)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss, mean over pixels: B x K x L logits, B x 1 x L {0, 1} -> B x K."""
+    target = target.expand_as(logits)
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss.mean(-1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice: B x K x L logits, B x 1 x L {0, 1} -> B x K."""
+    prob = logits.sigmoid()
+    inter = (prob * target).sum(-1)
+    return 1 - (2 * inter + 1) / (prob.sum(-1) + target.sum(-1) + 1)
+
+
+def mask_ious(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of each thresholded mask with the target: B x K x L logits, B x 1 x L bool -> B x K."""
+    pred = logits > 0
+    inter = (pred & target).sum(-1).float()
+    union = (pred | target).sum(-1).float()
+    return inter / union.clamp(min=1)
+
+
+def decode(model: ToyModel, emb: torch.Tensor, points, boxes, masks) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Prompt encoder + all M masks of the decoder: B x M x 4H x 4W, B x M."""
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+    return decode_embedded(model, emb, sparse, dense)
+
+
+def decode_embedded(model: ToyModel, emb, sparse, dense):
+    return model.mask_decoder.predict_masks(
+        image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+    )
+
+
+def stage_at(step: int, cfg: TrainConfig) -> int:
+    """The image size H0 of ``step``."""
+    end = 0
+    for size, steps in cfg.stages:
+        end += steps
+        if step < end:
+            return size
+    return cfg.stages[-1][0]
+
+
+def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator) -> Dict[str, float]:
+    """Forward and backward of one step (the optimiser is the caller's). Returns the losses."""
+    device = torch.device(cfg.device)
+    image_size = stage_at(step, cfg)
+    if model.image_size != image_size:
+        model.set_image_size(image_size)
+    scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
+                             device=device, image_size=image_size)
+    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen)
+    B = prompts.target.shape[0]
+    target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
+    target_f = target.float()
+
+    emb = model.image_encoder(scenes.images)  # S x C x H x W
+    emb = emb[prompts.scene]  # B x C x H x W, paired with the prompt sets
+
+    # Pass 1: one click (padded to N' = 2) or one box (N' = 2), on the same B prompt sets.
+    ones = torch.ones(B, 1, dtype=torch.int64, device=device)
+    sp_point, dense = model.prompt_encoder(points=(prompts.point, ones), boxes=None, masks=None)  # B x 2 x C
+    sp_box, _ = model.prompt_encoder(points=None, boxes=prompts.box, masks=None)  # B x 2 x C
+    sparse = torch.where(prompts.is_point[:, None, None], sp_point, sp_box)  # B x 2 x C
+    masks, iou_pred = decode_embedded(model, emb, sparse, dense)  # B x M x 4H x 4W, B x M
+    logits = masks.flatten(2)  # B x M x L
+    per_mask = FOCAL_WEIGHT * focal_loss(logits, target_f) + dice_loss(logits, target_f)  # B x M
+    best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
+    mask_loss = torch.where(prompts.is_point, best_multi + per_mask[:, 0], per_mask[:, 0])  # B
+    with torch.no_grad():
+        actual = mask_ious(logits, target)  # B x M
+    iou_loss = F.mse_loss(iou_pred, actual)
+    loss = mask_loss.mean() + iou_loss
+    stats = {"mask": mask_loss.mean().item(), "iou_mse": iou_loss.item(),
+             "iou_click_best3": actual[prompts.is_point, 1:].max(1).values.mean().item() if prompts.is_point.any() else float("nan"),
+             "iou_box": actual[~prompts.is_point, 0].mean().item() if (~prompts.is_point).any() else float("nan")}
+
+    # Pass 2: an extra click in the error region, and the chosen mask as the mask prompt.
+    n2 = int(round(cfg.iterative_fraction * B))
+    if n2 > 0:
+        sel = torch.arange(n2, device=device) * B // n2  # spread over the scenes
+        chosen = torch.where(prompts.is_point[sel], best_idx[sel] + 1, torch.zeros_like(sel))  # n2
+        prev = masks[sel, chosen].detach()  # n2 x 4H x 4W
+        tgt2 = prompts.target[sel]  # n2 x H0 x W0
+        error = (prev > 0) ^ tgt2
+        error = torch.where(error.flatten(1).any(1)[:, None, None], error, tgt2)
+        click = sample_in_masks(error, gen)  # n2 x 2
+        xi, yi = click[:, 0].long(), click[:, 1].long()
+        label = tgt2[torch.arange(n2, device=device), yi, xi].long()  # 1 foreground, 0 background
+        mask_prompt = prev[:, None]  # n2 x 1 x 4H x 4W
+        pts_a = (torch.cat([prompts.point[sel], click[:, None]], 1),
+                 torch.cat([torch.ones_like(label)[:, None], label[:, None]], 1))  # n2 x 2 x 2, n2 x 2
+        sp_a, dense2 = model.prompt_encoder(points=pts_a, boxes=None, masks=mask_prompt)  # n2 x 3 x C
+        sp_b, _ = model.prompt_encoder(points=(click[:, None], label[:, None]), boxes=prompts.box[sel], masks=None)
+        sparse2 = torch.where(prompts.is_point[sel][:, None, None], sp_a, sp_b)  # n2 x 3 x C
+        masks2, iou2 = decode_embedded(model, emb[sel], sparse2, dense2)
+        logits2 = masks2.flatten(2)
+        t2 = tgt2.flatten(1)[:, None]
+        loss2 = FOCAL_WEIGHT * focal_loss(logits2[:, :1], t2.float()) + dice_loss(logits2[:, :1], t2.float())
+        with torch.no_grad():
+            actual2 = mask_ious(logits2, t2)
+        iou_loss2 = F.mse_loss(iou2, actual2)
+        loss = loss + (n2 / B) * (loss2.mean() + iou_loss2)
+        stats["mask_iter"] = loss2.mean().item()
+        stats["iou_iter"] = actual2[:, 0].mean().item()
+    loss.backward()
+    stats["loss"] = loss.item()
+    return stats
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, constant until stage ``decay_from_stage``, then cosine decay to 5% at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    decay_start = max(cfg.warmup, sum(n for _, n in cfg.stages[: cfg.decay_from_stage]))
+    if step < decay_start:
+        return cfg.lr
+    progress = (step - decay_start) / max(1, cfg.steps - decay_start)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def train(
+    cfg: TrainConfig,
+    out: Optional[Path] = None,
+    checkpoint_every: int = 100,
+    resume: Optional[Path] = None,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+    schedule_name: str = "custom",
+    init: Optional[Path] = None,
+) -> Tuple[ToyModel, Dict[str, list]]:
+    """Train from scratch, or from the weights ``init`` (a safetensors file; fresh optimiser), or resume
+    from ``resume`` (a .pt training state); write ``out`` (safetensors) every ``checkpoint_every``
+    steps and at the end. Returns the model and the loss history."""
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = ToyModel(encoder_config={"dim": cfg.encoder_dim}).to(device).train()
+    init_meta = {}
+    if init is not None:
+        from .model import toy_model
+
+        start_model = toy_model(init)
+        init_meta = {"init": str(init), "init_schedule": start_model.metadata.get("schedule", ""),
+                     "init_config": start_model.metadata.get("config", ""),
+                     "init_train_seconds": start_model.metadata.get("train_seconds", "")}
+        model.load_state_dict(start_model.state_dict())
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 12345)
+    start, history, elapsed0 = 0, {"loss": []}, 0.0
+    state_path = None if out is None else Path(out).with_suffix(".state.pt")
+    if resume is not None:
+        state = torch.load(resume, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+        start, history, elapsed0 = state["step"], state["history"], state.get("elapsed", 0.0)
+
+    def save(step: int, elapsed: float) -> None:
+        if out is None:
+            return
+        trained_size = model.image_size
+        model.set_image_size(cfg.stages[-1][0])
+        meta = {"schedule": schedule_name, "config": asdict(cfg), "steps_done": step,
+                "train_seconds": round(elapsed, 1), "device": str(device), "git_commit": git_commit(),
+                "torch": torch.__version__, **init_meta}
+        save_toy_weights(model, out, meta)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "generator": gen.get_state(), "history": history, "elapsed": elapsed}, state_path)
+        model.set_image_size(trained_size)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train-toy", unit="step", dynamic_ncols=True)
+    t0 = time.time()
+    for step in range(start, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        stats = train_step(model, cfg, step, gen)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for k, v in stats.items():
+            history.setdefault(k, []).append(v)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", click3=f"{stats['iou_click_best3']:.2f}",
+                            box=f"{stats['iou_box']:.2f}")
+        if log is not None and (step % 20 == 0 or step == cfg.steps - 1):
+            log(f"step {step} t={elapsed0 + time.time() - t0:.0f}s lr={lr_at(step, cfg):.2e} "
+                + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            save(step + 1, elapsed0 + time.time() - t0)
+    if bar is not None:
+        bar.close()
+    save(cfg.steps, elapsed0 + time.time() - t0)
+    model.set_image_size(cfg.stages[-1][0])
+    return model.eval(), history
