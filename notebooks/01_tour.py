@@ -48,7 +48,7 @@ import torch
 import matplotlib.pyplot as plt
 
 import sam_explain as se
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -66,10 +66,8 @@ scene = make_scene(seed=11)
 image_embeddings = model.embed(scene.image)  # 1 x C x H x W
 assert image_embeddings.shape == (1, 256, 64, 64)
 
-# a click on the middle of the first object
-ys, xs = np.nonzero(scene.object_masks[0])
-i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-click = (float(xs[i]), float(ys[i]))
+k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
+click = click_inside(scene.object_masks[k])  # (x, y), deep inside it
 
 fig, ax = plt.subplots(figsize=(3.5, 3.5))
 ax.imshow(scene.image)

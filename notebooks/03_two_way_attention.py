@@ -40,7 +40,7 @@ from einops import rearrange
 
 import sam_explain as se
 from sam_explain.example import Prompts
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -48,9 +48,9 @@ decoder, pe_enc = model.mask_decoder, model.prompt_encoder
 scene = make_scene(seed=11)
 image_embeddings = model.embed(scene.image)  # 1 x C x H x W
 
-ys, xs = np.nonzero(scene.object_masks[0])
-i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-prompts = Prompts(points=(torch.tensor([[[float(xs[i]), float(ys[i])]]]), torch.tensor([[1]]))).to(device)
+k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
+click = click_inside(scene.object_masks[k])  # (x, y), deep inside it
+prompts = Prompts(points=(torch.tensor([[click]]), torch.tensor([[1]]))).to(device)
 with torch.no_grad():
     sparse, dense = pe_enc(points=prompts.points, boxes=None, masks=None)
     image_pe = pe_enc.get_dense_pe()
@@ -120,22 +120,23 @@ assert probs.shape == (1, 8, 5 + sparse.shape[1], 64 * 64)
 #
 # `se.capture_attention` runs prompt encoder and decoder and keeps all seven maps (three per
 # layer and the final token-to-image). A row of a token-to-image map, reshaped to 64 x 64, says
-# *where in the image that token reads*. For the first mask token of the trained toy model, after
-# a click on an object, the heads concentrate on that object (the star is the click).
+# *where in the image that token reads*. Attention is peaked (a few cells take most of it), so the
+# colours follow a power scale (`gamma=0.5`) that lets the fainter attention show too; the title
+# says so. The star is the click.
 
 # %%
 rec = se.capture_attention(pe_enc, decoder, image_embeddings, prompts)
 print(rec)
 assert rec["transformer.final_attn_token_to_image"].shape == (1, 8, 7, 4096)
 assert rec["transformer.layers.1.cross_attn_image_to_token"].shape == (1, 8, 4096, 7)
-se.plot_token_to_image(rec, "mask0", image=scene.image)
+se.plot_token_to_image(rec, "mask0", gamma=0.5)  # the bare 64 x 64 grids; pass image= to overlay
 
 # %% [markdown]
 # Averaged over heads, for every output token and the click: the IoU token and the four mask
 # tokens each read the image in their own way.
 
 # %%
-se.plot_token_to_image(rec, "mask1", heads="mean", image=scene.image)
+se.plot_token_to_image(rec, "mask1", heads="mean", image=scene.image, gamma=0.5)
 
 # %% [markdown]
 # The **image-to-token** attention goes the other way: for each token, how much each image
@@ -143,7 +144,7 @@ se.plot_token_to_image(rec, "mask1", heads="mean", image=scene.image)
 # tokens; the background takes from elsewhere.
 
 # %%
-se.plot_image_to_token(rec, image=scene.image)
+se.plot_image_to_token(rec, image=scene.image, gamma=0.5)
 
 # %% [markdown]
 # The **token self-attention**, T x T, tokens named on the axes (rows are queries):

@@ -32,7 +32,7 @@ from torch import nn
 
 import sam_explain as se
 from sam_explain.example import Prompts
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -65,9 +65,8 @@ assert torch.equal(y[0, 0, :2, 2:], 10.0 * up.weight[0, 0])  # cell (0, 1) -> bl
 # %%
 scene = make_scene(seed=11)
 image_embeddings = model.embed(scene.image)
-ys, xs = np.nonzero(scene.object_masks[0])
-i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-click = (float(xs[i]), float(ys[i]))
+k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
+click = click_inside(scene.object_masks[k])  # (x, y), deep inside it
 prompts = Prompts(points=(torch.tensor([[click]]), torch.tensor([[1]]))).to(device)
 with torch.no_grad():
     sparse, dense = pe_enc(points=prompts.points, boxes=None, masks=None)

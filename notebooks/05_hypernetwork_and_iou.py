@@ -32,7 +32,7 @@ from einops import einsum
 
 import sam_explain as se
 from sam_explain.example import Prompts
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -40,9 +40,8 @@ decoder, pe_enc = model.mask_decoder, model.prompt_encoder
 
 scene = make_scene(seed=11)
 image_embeddings = model.embed(scene.image)
-ys, xs = np.nonzero(scene.object_masks[0])
-i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-click = (float(xs[i]), float(ys[i]))
+k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
+click = click_inside(scene.object_masks[k])  # (x, y), deep inside it
 prompts = Prompts(points=(torch.tensor([[click]]), torch.tensor([[1]]))).to(device)
 with torch.no_grad():
     sparse, dense = pe_enc(points=prompts.points, boxes=None, masks=None)
@@ -108,7 +107,7 @@ plt.show()
 iou_token_out = trace.find("hook_iou_token_out")[0].tensor  # B x C
 iou_all = trace.find("hook_iou_pred")[0].tensor  # B x M
 assert iou_token_out.shape == (1, 256) and iou_all.shape == (1, 4)
-truth = torch.from_numpy(scene.object_masks[0]).to(device)
+truth = torch.from_numpy(scene.object_masks[k]).to(device)
 for m in range(4):
     pred = all_masks[0, m] > 0
     iou = ((pred & truth).sum() / (pred | truth).sum()).item()

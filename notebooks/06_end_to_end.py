@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 
 import sam_explain as se
 from sam_explain.figures.geometry import resized_shape
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -43,9 +43,7 @@ model = se.toy_model(device=device)
 scene = make_scene(seed=23)
 image_embeddings = model.embed(scene.image)  # 1 x 256 x 64 x 64
 k = int(np.argmax(scene.has_part)) if scene.has_part.any() else 0  # an object with a nested part if any
-ys, xs = np.nonzero(scene.part_masks[k] if scene.has_part[k] else scene.object_masks[k])
-i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-click = (float(xs[i]), float(ys[i]))
+click = click_inside(scene.part_masks[k] if scene.has_part[k] else scene.object_masks[k])
 masks, iou_pred = model.predict(image_embeddings, points=[click])  # 1 x 3 x 256 x 256, 1 x 3
 assert masks.shape == (1, 3, 256, 256) and iou_pred.shape == (1, 3)
 
@@ -67,8 +65,8 @@ plt.show()
 
 # %%
 best = int(iou_pred[0].argmax())
-ys2, xs2 = np.nonzero(scene.object_masks[k])
-second = (float(xs2[len(xs2) // 3]), float(ys2[len(ys2) // 3]))
+outside_part = scene.object_masks[k] & ~scene.part_masks[k]  # the object around its part (if any)
+second = click_inside(outside_part if outside_part.any() else scene.object_masks[k])
 refined, refined_iou = model.predict(image_embeddings, points=[click, second], labels=[1, 1],
                                      mask_input=masks[:, best : best + 1], multimask_output=False)
 assert refined.shape == (1, 1, 256, 256)

@@ -19,7 +19,7 @@ import torch
 import matplotlib.pyplot as plt
 
 import sam_explain as se
-from sam_explain.toy import make_scene
+from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -29,13 +29,7 @@ image_embeddings = model.embed(scene.image)  # 1 x C x H x W
 image_pe = pe_enc.get_dense_pe()
 
 
-def centre_click(mask):
-    ys, xs = np.nonzero(mask)
-    i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
-    return [float(xs[i]), float(ys[i])]
-
-
-a, b = centre_click(scene.object_masks[0]), centre_click(scene.object_masks[1])
+a, b = list(click_inside(scene.object_masks[0])), list(click_inside(scene.object_masks[1]))
 
 # %% [markdown]
 # ## Does B count points? No: prompt sets.
@@ -74,7 +68,7 @@ plt.show()
 scene2 = make_scene(seed=5)
 k = int(np.argmax(scene2.has_part))
 emb2 = model.embed(scene2.image)
-masks, iou = model.predict(emb2, points=[centre_click(scene2.part_masks[k] if scene2.has_part[k] else scene2.object_masks[k])])
+masks, iou = model.predict(emb2, points=[click_inside(scene2.part_masks[k] if scene2.has_part[k] else scene2.object_masks[k])])
 whole, part = torch.from_numpy(scene2.object_masks[k]).to(device), torch.from_numpy(scene2.part_masks[k]).to(device)
 for j in range(3):
     pred = masks[0, j] > 0

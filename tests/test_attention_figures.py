@@ -134,6 +134,20 @@ def test_token_to_image_overlay_mean_per_panel(scene, tmp_path):
     np.testing.assert_allclose(heat.get_array(), grid_to_image(mean, (H0, W0)), atol=1e-7)
 
 
+def test_power_scale_shows_faint_attention(scene, tmp_path):
+    from matplotlib.colors import PowerNorm
+
+    record, image = scene
+    for fig in (plot_token_to_image(record, "mask0", heads="mean", image=image, gamma=0.5),
+                plot_image_to_token(record, gamma=0.5)):
+        saved(fig, tmp_path, "power")
+        assert "power scale, gamma 0.5" in fig._suptitle.get_text()
+        norm = panels(fig)[0].images[-1].norm
+        assert isinstance(norm, PowerNorm) and norm.gamma == 0.5
+        # gamma 0.5 draws a tenth of the maximum at sqrt(0.1) = 0.32 of the colour range, not at 0.1
+        assert norm(0.1 * norm.vmax) > 0.3
+
+
 def test_image_to_token_columns_are_tokens(scene, tmp_path):
     record, image = scene
     fig = plot_image_to_token(record, image=image.astype(np.float32) / 255.0)

@@ -22,6 +22,7 @@ import textwrap
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
@@ -81,10 +82,11 @@ def site_label(site: AttentionSite) -> str:
     return "final" if site.layer == "final" else f"layer {site.layer}"
 
 
-def colour_note(scale: str, vmax: Optional[float]) -> str:
+def colour_note(scale: str, vmax: Optional[float], gamma: float = 1.0) -> str:
+    power = "" if gamma == 1.0 else f" (power scale, gamma {gamma:g}: faint attention made visible)"
     if scale == "shared":
-        return f"colour scale: shared by all panels, 0 to {vmax:.3g}"
-    return "colour scale: per panel, 0 to each panel's maximum"
+        return f"colour scale: shared by all panels, 0 to {vmax:.3g}{power}"
+    return f"colour scale: per panel, 0 to each panel's maximum{power}"
 
 
 def check_scale(scale: str) -> None:
@@ -113,17 +115,20 @@ def draw_grid_map(
     cmap: str,
     alpha: float,
     input_size: int = 1024,
+    gamma: float = 1.0,
 ):
     """An H x W map, raw or over the image (resize-and-pad geometry; ``input_size`` is the side of
-    the padded square input the grid covers, 1024 in SAM). Returns the mappable."""
+    the padded square input the grid covers, 1024 in SAM). ``gamma`` < 1 maps colours by
+    (value / vmax) ** gamma, so that faint attention shows beside a sharp peak. Returns the mappable."""
+    norm = PowerNorm(gamma, vmin=vmin, vmax=vmax) if gamma != 1.0 else Normalize(vmin=vmin, vmax=vmax)
     if image is None:
-        im = ax.imshow(grid_map, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        im = ax.imshow(grid_map, cmap=cmap, norm=norm, interpolation="nearest")
     else:
         heat = grid_to_image(grid_map, image.shape[:2], input_size)  # h0 x w0
         ax.imshow(image)
-        # opaque where the attention is high, mostly see-through where it is low
-        strength = np.clip((heat - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
-        im = ax.imshow(heat, cmap=cmap, vmin=vmin, vmax=vmax, alpha=alpha * (0.2 + 0.8 * np.sqrt(strength)))
+        # opaque where the attention is high, see-through where there is none
+        strength = np.clip(norm(heat).filled(0.0), 0.0, 1.0)
+        im = ax.imshow(heat, cmap=cmap, norm=norm, alpha=alpha * np.sqrt(strength))
     ax.set_xticks([])
     ax.set_yticks([])
     return im
@@ -186,6 +191,7 @@ def plot_token_to_image(
     layers: Optional[Sequence] = None,
     image=None,
     scale: str = "shared",
+    gamma: float = 1.0,
     cmap: str = "viridis",
     alpha: float = 0.6,
     show_prompts: bool = True,
@@ -215,7 +221,7 @@ def plot_token_to_image(
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
             last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
-                                 input_size=max(record.input_image_size))
+                                 input_size=max(record.input_image_size), gamma=gamma)
             if show_prompts:
                 mark_prompts(ax, record, prompt_set, image=img, highlight=t)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
@@ -225,7 +231,7 @@ def plot_token_to_image(
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     name = record.names(prompt_set)[t]
     set_suptitle(fig, f"token-to-image attention of '{name}' (prompt set {prompt_set}): "
-                 + KIND_MEANING["token_to_image"].format(token=name), colour_note(scale, vmax))
+                 + KIND_MEANING["token_to_image"].format(token=name), colour_note(scale, vmax, gamma))
     return fig
 
 
@@ -238,6 +244,7 @@ def plot_image_to_token(
     tokens: Optional[Sequence[Union[int, str]]] = None,
     image=None,
     scale: str = "shared",
+    gamma: float = 1.0,
     cmap: str = "magma",
     alpha: float = 0.6,
 ) -> Figure:
@@ -265,14 +272,14 @@ def plot_image_to_token(
             top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
             last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
-                                 input_size=max(record.input_image_size))
+                                 input_size=max(record.input_image_size), gamma=gamma)
             ax.set_title(f"{names[t]}\n{label}", fontsize=8)
             if scale == "per-panel":
                 fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     set_suptitle(fig, f"image-to-token attention (prompt set {prompt_set}): " + KIND_MEANING["image_to_token"],
-                 colour_note(scale, vmax))
+                 colour_note(scale, vmax, gamma))
     return fig
 
 

@@ -2,6 +2,6 @@
 encoder and mask decoder trained on them (weights shipped in the package)."""
 
 from .model import ToyModel, toy_model
-from .scenes import Scene, SceneBatch, generate_scenes, make_scene
+from .scenes import Scene, SceneBatch, click_inside, generate_scenes, make_scene
 
-__all__ = ["ToyModel", "toy_model", "Scene", "SceneBatch", "generate_scenes", "make_scene"]
+__all__ = ["ToyModel", "toy_model", "Scene", "SceneBatch", "generate_scenes", "make_scene", "click_inside"]

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 IMAGE_SIZE = 256  # H0 = W0: the toy image, in pixels
 NUM_OBJECTS = 4  # K slots per scene
@@ -175,3 +176,22 @@ def make_scene(seed: int = 0, image_size: int = IMAGE_SIZE) -> Scene:
         part_masks=(batch.part_masks[0] & batch.part_valid[0][:, None, None])[keep].numpy(),
         has_part=batch.part_valid[0][keep].numpy(),
     )
+
+
+def click_inside(mask: np.ndarray) -> Tuple[float, float]:
+    """A click (x, y) deep inside a H0 x W0 boolean mask: among the pixels farthest from the
+    mask's edge (found by eroding it until one more step would empty it), the one nearest
+    their centroid. A click at the centroid itself can fall outside a ring or a half-hidden disc."""
+    region = torch.from_numpy(np.ascontiguousarray(mask)).bool()
+    if not region.any():
+        raise ValueError("click_inside: the mask is empty")
+    inner = region
+    while True:
+        # 3 x 3 erosion: a pixel stays if none of its neighbours is outside the mask
+        eroded = -F.max_pool2d(-inner[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0.5
+        if not eroded.any():
+            break
+        inner = eroded
+    ys, xs = torch.nonzero(inner, as_tuple=True)
+    i = int(torch.argmin((xs - xs.float().mean()) ** 2 + (ys - ys.float().mean()) ** 2))
+    return float(xs[i]), float(ys[i])
