@@ -23,9 +23,11 @@ $(NB_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints-dev.txt -e ".[dev,notebook]"
 	touch $(NB_STAMP)
 
-# The main job: the walkthrough in JupyterLab.
+# The main job: the walkthrough in JupyterLab (as root, e.g. in a container, Jupyter needs --allow-root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 run: $(NB_STAMP)
-	$(VENV)/bin/jupyter lab notebooks/01_tour.ipynb
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/01_tour.ipynb
 
 # The same notebooks executed headless, written as HTML with their pictures to build/html.
 html: $(NB_STAMP)
