@@ -48,6 +48,7 @@ import torch
 import matplotlib.pyplot as plt
 
 import sam_explain as se
+from sam_explain.figures import show_mask
 from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -111,7 +112,7 @@ assert masks.shape == (1, 3, 256, 256) and iou_pred.shape == (1, 3)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
 for k, ax in enumerate(axes):
     ax.imshow(scene.image)
-    ax.imshow((masks[0, k] > 0).cpu(), alpha=0.5, cmap="Blues")
+    show_mask(ax, masks[0, k] > 0)
     ax.plot(*click, marker="*", color="lime", markersize=12, markeredgecolor="white")
     ax.set_title(f"mask {k + 1}: predicted IoU {iou_pred[0, k]:.2f}")
     ax.axis("off")

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt
 from einops import einsum
 
 import sam_explain as se
+from sam_explain.figures import show_mask
 from sam_explain.example import Prompts
 from sam_explain.toy import click_inside, make_scene
 
@@ -90,7 +91,7 @@ lim = np.abs(logits).max()
 axes[6].imshow(logits, cmap="RdBu_r", vmin=-lim, vmax=lim)
 axes[6].set_title("sum of all 32 = logits", fontsize=8)
 axes[7].imshow(scene.image)
-axes[7].imshow(logits > 0, alpha=0.5, cmap="Blues")
+show_mask(axes[7], logits > 0)
 axes[7].set_title("logits > 0", fontsize=8)
 for ax in axes:
     ax.axis("off")
@@ -126,7 +127,7 @@ for m in range(4):
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for m, ax in enumerate(axes):
     ax.imshow(scene.image)
-    ax.imshow((all_masks[0, m] > 0).cpu(), alpha=0.5, cmap="Blues")
+    show_mask(ax, all_masks[0, m] > 0)
     ax.plot(*click, marker="*", color="lime", markersize=12, markeredgecolor="white")
     kept = "multimask_output=False" if m == 0 else "multimask_output=True"
     ax.set_title(f"token {m} (IoU {iou_all[0, m]:.2f})\nreturned with {kept}", fontsize=9)

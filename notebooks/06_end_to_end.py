@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 import sam_explain as se
+from sam_explain.figures import show_mask
 from sam_explain.figures.geometry import resized_shape
 from sam_explain.toy import click_inside, make_scene
 
@@ -53,7 +54,7 @@ axes[0].plot(*click, marker="*", color="lime", markersize=14, markeredgecolor="w
 axes[0].set_title("click")
 for j, ax in enumerate(axes[1:]):
     ax.imshow(scene.image)
-    ax.imshow((masks[0, j] > 0).cpu(), alpha=0.5, cmap="Blues")
+    show_mask(ax, masks[0, j] > 0)
     ax.set_title(f"mask {j + 1}, predicted IoU {iou_pred[0, j]:.2f}", fontsize=9)
 for ax in axes:
     ax.axis("off")
@@ -133,7 +134,7 @@ if predictor is not None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for j, ax in enumerate(axes):
         ax.imshow(photo)
-        ax.imshow(sam_masks[j], alpha=0.5, cmap="Blues")
+        show_mask(ax, sam_masks[j])
         ax.plot(*point[0], marker="*", color="lime", markersize=14)
         ax.set_title(f"mask {j + 1}, predicted IoU {sam_iou[j]:.2f}")
         ax.axis("off")

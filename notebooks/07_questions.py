@@ -19,6 +19,7 @@ import torch
 import matplotlib.pyplot as plt
 
 import sam_explain as se
+from sam_explain.figures import show_mask
 from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,7 +51,7 @@ assert m1.shape == (1, 1, 256, 256) and m2.shape == (2, 1, 256, 256)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, m, title in zip(axes, [m1[0, 0], m2[0, 0], m2[1, 0]], ["B = 1: both points", "B = 2: set 0", "B = 2: set 1"]):
     ax.imshow(scene.image)
-    ax.imshow((m > 0).cpu(), alpha=0.5, cmap="Blues")
+    show_mask(ax, m > 0)
     ax.set_title(title)
     ax.axis("off")
 plt.show()
