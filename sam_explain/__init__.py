@@ -1,20 +1,29 @@
-"""sam-explain: SAM's mask decoder, annotated and instrumented for learning."""
+"""sam-explain: SAM's mask decoder, annotated and instrumented for learning.
 
+The modules (official names, arguments and state-dict keys), the tools that look inside
+them (shape traces, attention maps, figures), the toy model, and the whole of SAM for photos.
+"""
+
+__version__ = "0.1.0"
+
+# SAM's decoder side and its configuration
 from .modeling import (
     MLP, Attention, HookPoint, LayerNorm2d, MaskDecoder, MLPBlock, PositionEmbeddingRandom,
     PromptEncoder, TwoWayAttentionBlock, TwoWayTransformer, build_mask_decoder, build_prompt_encoder,
 )
 from .shapes_check import ShapeError
 
-__version__ = "0.1.0"
-from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
+# Looking inside: shape traces, the shape contract, attention maps and their pictures
 from . import shape_contract
+from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
 from .attention import (
     AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
     token_names,
 )
 from .figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image
 from .figures.explorer import explore_attention
+
+# The whole of SAM, for real checkpoints and photos
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
 from .transforms import ResizeLongestSide
@@ -23,5 +32,7 @@ from .build_sam import (
     SamCheckpointError, build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, detect_model_type,
     sam_model_registry,
 )
+
+# The toy world
 from .toy import make_scene as toy_scene
 from .toy import toy_model
