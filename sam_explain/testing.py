@@ -71,7 +71,8 @@ def build_official_pair(
 
 @torch.no_grad()
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite every float parameter with seeded noise (norm weights near 1)."""
+    """Overwrite every parameter with seeded noise: biases N(0, 0.01), norm weights near 1,
+    matrices, kernels and embeddings N(0, 1 / fan_in) with fan_in the size of one output row."""
     gen = torch.Generator().manual_seed(seed)
     for name, p in module.named_parameters():
         noise = torch.randn(p.shape, generator=gen)
@@ -79,9 +80,8 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
             p.copy_(0.1 * noise)
         elif p.dim() == 1:  # norm weights
             p.copy_(1.0 + 0.1 * noise)
-        else:
-            fan_in = p[0].numel() if p.dim() > 1 else p.shape[-1]
-            p.copy_(noise / fan_in**0.5 if p.dim() > 1 and "Embedding" not in name else noise)
+        else:  # 2-d and more: linear and conv weights, embeddings
+            p.copy_(noise / p[0].numel() ** 0.5)
     return module
 
 
