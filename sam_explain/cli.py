@@ -36,4 +36,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:  # ShapeError and CheckpointError are ValueErrors
+        # a bad argument or file: its message, not a traceback
+        raise SystemExit(f"sam-explain {args.command}: {err}") from err
