@@ -17,7 +17,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, read_state_dict
+from .checkpoint import CheckpointError, compare_state_dict, read_state_dict
 from .modeling.build import build_mask_decoder, build_prompt_encoder
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
@@ -111,13 +111,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     """Copy ``state_dict`` into ``model`` only if every key and shape matches; otherwise
     raise SamCheckpointError naming the missing, unexpected and misshapen keys (the
     model is left as it was)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    misshapen = [
-        f"{k}: model {tuple(own[k].shape)}, {what} {tuple(state_dict[k].shape)}"
-        for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)
-    ]
+    missing, unexpected, wrong = compare_state_dict(model.state_dict(), state_dict)
+    misshapen = [f"{k}: model {want}, {what} {got}" for k, want, got in wrong]
     if missing or unexpected or misshapen:
         def listing(label: str, items: list) -> str:
             shown = "; ".join(items[:8]) + (f"; ... ({len(items) - 8} more)" if len(items) > 8 else "")

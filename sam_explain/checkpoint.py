@@ -20,14 +20,14 @@ import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-__all__ = ["CheckpointError", "SamParts", "read_state_dict", "load_sam_checkpoint", "detect_layout",
+__all__ = ["CheckpointError", "SamParts", "read_state_dict", "load_sam_checkpoint", "detect_layout", "compare_state_dict",
            "hf_to_official_keys", "decoder_config_from_state_dict"]
 
 
@@ -274,16 +274,26 @@ def _build_prompt_encoder(sd: StateDict, image_embedding_size, input_image_size)
     return PromptEncoder(**cfg), cfg
 
 
+def compare_state_dict(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> Tuple[List[str], List[str], List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]]:
+    """What keeps ``found`` from loading strictly into a module whose state dict is ``expected``:
+    (missing keys, unexpected keys, [(key, expected shape, found shape)] for misshapen keys)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshapen = [
+        (k, tuple(expected[k].shape), tuple(found[k].shape))
+        for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    return missing, unexpected, misshapen
+
+
 def _load_strict(module: nn.Module, sd: StateDict, what: str, path: str) -> None:
     """Copy every tensor into ``module``, checking each key and shape first (nothing is
     changed if anything is off)."""
     expected = module.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    misshapen = [
-        f"{k}: expected {tuple(expected[k].shape)}, found {tuple(sd[k].shape)}"
-        for k in expected if k in sd and sd[k].shape != expected[k].shape
-    ]
+    missing, unexpected, wrong = compare_state_dict(expected, sd)
+    misshapen = [f"{k}: expected {want}, found {got}" for k, want, got in wrong]
     if missing or unexpected or misshapen:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
