@@ -20,8 +20,6 @@ from .attention import (
     AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
     token_names,
 )
-from .figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image
-from .figures.explorer import explore_attention
 
 # The whole of SAM, for real checkpoints and photos
 from .modeling.image_encoder import ImageEncoderViT
@@ -36,3 +34,21 @@ from .build_sam import (
 # The toy world
 from .toy import make_scene as toy_scene
 from .toy import toy_model
+
+
+# The pictures need matplotlib, which takes longer to import than the rest of the package:
+# load it on first use (PEP 562), so commands and scripts that draw nothing start faster.
+_FIGURES = {
+    "plot_image_to_token": "sam_explain.figures.attention",
+    "plot_token_self": "sam_explain.figures.attention",
+    "plot_token_to_image": "sam_explain.figures.attention",
+    "explore_attention": "sam_explain.figures.explorer",
+}
+
+
+def __getattr__(name: str):
+    if name in _FIGURES:
+        import importlib
+
+        return getattr(importlib.import_module(_FIGURES[name]), name)
+    raise AttributeError(f"module 'sam_explain' has no attribute {name!r}")
