@@ -103,3 +103,29 @@ def test_shipped_decoder_is_sams_architecture_at_sams_sizes(one_thread):
 # Below what the shipped weights measure on these 4 scenes (see docs/toy_model.md for 100 scenes), and
 # far above what a model that ignores its prompt gets (about 0.05 best of 3, 0.0 box).
 THRESHOLDS = {"click_best_of_3_miou": 0.40, "click_single_mask_miou": 0.30, "box_miou": 0.55}
+
+
+def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one_thread):
+    """`sam-explain train-toy` writes loadable weights recording its configuration (the --compile
+    override included); `sam-explain eval-toy` measures them and can stamp the figures in."""
+    import json
+
+    from sam_explain.cli import main
+
+    out = tmp_path / "tiny.safetensors"
+    assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--seed", "3",
+                 "--checkpoint-every", "0", "--log", str(tmp_path / "train.log")]) == 0
+    model = toy_model(out)
+    config = json.loads(model.metadata["config"])
+    assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "40"
+    assert config["compile"] is False and config["seed"] == 3
+    assert "step 39 " in (tmp_path / "train.log").read_text()
+    # Trained on 32 x 32 scenes, but the weights do not depend on the size: they load at SAM's grid.
+    assert model.image_size == 256 and model.prompt_encoder.image_embedding_size == (64, 64)
+
+    capsys.readouterr()
+    assert main(["eval-toy", "--weights", str(out), "--scenes", "2", "--stamp"]) == 0
+    report = capsys.readouterr().out
+    assert "one click, best of the 3 multimask outputs" in report
+    figures = json.loads(toy_model(out).metadata["figures"])
+    assert figures["scenes"] == 2 and 0.0 <= figures["click_best_of_3_miou"] <= 1.0

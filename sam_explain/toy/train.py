@@ -48,6 +48,7 @@ class TrainConfig:
     encoder_dim: int = 96
     device: str = "cpu"
     decay_from_stage: int = 0  # the lr is constant after warm-up until this stage, then decays (cosine) to 5%
+    compile: bool = False  # torch.compile the encoder, the decoder and the losses (needs a C++ compiler on CPU)
 
     @property
     def steps(self) -> int:
@@ -66,6 +67,10 @@ SCHEDULES: Dict[str, TrainConfig] = {
     # A second phase on top of "cpu" (train-toy --schedule cpu-finetune --init cpu.safetensors).
     "cpu-finetune": TrainConfig(stages=((64, 700), (128, 60), (256, 12)), scenes_per_step=3, prompts_per_scene=8,
                                 lr=3e-4, warmup=20, seed=0, decay_from_stage=1),
+    # A third kind of phase on top of the others, with --init: most steps at 128 x 128, then 256 x 256
+    # (where the evaluation runs), compiled, two threads (see docs/toy_model.md for the measured time).
+    "cpu-hires": TrainConfig(stages=((128, 1400), (256, 300)), scenes_per_step=3, prompts_per_scene=8,
+                             lr=3e-4, warmup=20, seed=5, decay_from_stage=1, compile=True),
     # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
     "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
 }
@@ -153,14 +158,29 @@ def mask_ious(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1)
 
 
-def decode(model: ToyModel, emb: torch.Tensor, points, boxes, masks) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Prompt encoder + all M masks of the decoder: B x M x 4H x 4W, B x M."""
-    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-    return decode_embedded(model, emb, sparse, dense)
+@dataclass
+class StepOps:
+    """The heavy functions of a training step: eager by default, or compiled (``TrainConfig.compile``).
+    Compiling fuses the elementwise work at 4H x 4W (LayerNorm2d, GELU, the losses), which dominates
+    a CPU step at 256 x 256; each image size compiles once (about 2 minutes on a 2-core CPU)."""
+
+    encode: Callable  # S x 3 x H0 x W0 -> S x C x H x W
+    predict_masks: Callable  # the decoder's predict_masks: B x M x 4H x 4W, B x M
+    focal_loss: Callable
+    dice_loss: Callable
+
+    @classmethod
+    def for_model(cls, model: ToyModel, compile: bool = False) -> "StepOps":
+        ops = cls(model.image_encoder, model.mask_decoder.predict_masks, focal_loss, dice_loss)
+        if compile:
+            ops = cls(*(torch.compile(f, dynamic=False) for f in (ops.encode, ops.predict_masks, ops.focal_loss, ops.dice_loss)))
+        return ops
 
 
-def decode_embedded(model: ToyModel, emb, sparse, dense):
-    return model.mask_decoder.predict_masks(
+def decode_embedded(model: ToyModel, emb, sparse, dense, ops: Optional[StepOps] = None):
+    """All M masks of the decoder for embedded prompts: B x M x 4H x 4W, B x M."""
+    predict_masks = model.mask_decoder.predict_masks if ops is None else ops.predict_masks
+    return predict_masks(
         image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
     )
@@ -176,8 +196,10 @@ def stage_at(step: int, cfg: TrainConfig) -> int:
     return cfg.stages[-1][0]
 
 
-def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator) -> Dict[str, float]:
+def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
+               ops: Optional[StepOps] = None) -> Dict[str, float]:
     """Forward and backward of one step (the optimiser is the caller's). Returns the losses."""
+    ops = ops or StepOps.for_model(model)
     device = torch.device(cfg.device)
     image_size = stage_at(step, cfg)
     if model.image_size != image_size:
@@ -189,7 +211,7 @@ def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generato
     target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
     target_f = target.float()
 
-    emb = model.image_encoder(scenes.images)  # S x C x H x W
+    emb = ops.encode(scenes.images)  # S x C x H x W
     emb = emb[prompts.scene]  # B x C x H x W, paired with the prompt sets
 
     # Pass 1: one click (padded to N' = 2) or one box (N' = 2), on the same B prompt sets.
@@ -197,9 +219,9 @@ def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generato
     sp_point, dense = model.prompt_encoder(points=(prompts.point, ones), boxes=None, masks=None)  # B x 2 x C
     sp_box, _ = model.prompt_encoder(points=None, boxes=prompts.box, masks=None)  # B x 2 x C
     sparse = torch.where(prompts.is_point[:, None, None], sp_point, sp_box)  # B x 2 x C
-    masks, iou_pred = decode_embedded(model, emb, sparse, dense)  # B x M x 4H x 4W, B x M
+    masks, iou_pred = decode_embedded(model, emb, sparse, dense, ops)  # B x M x 4H x 4W, B x M
     logits = masks.flatten(2)  # B x M x L
-    per_mask = FOCAL_WEIGHT * focal_loss(logits, target_f) + dice_loss(logits, target_f)  # B x M
+    per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
     best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
     mask_loss = torch.where(prompts.is_point, best_multi + per_mask[:, 0], per_mask[:, 0])  # B
     with torch.no_grad():
@@ -228,10 +250,10 @@ def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generato
         sp_a, dense2 = model.prompt_encoder(points=pts_a, boxes=None, masks=mask_prompt)  # n2 x 3 x C
         sp_b, _ = model.prompt_encoder(points=(click[:, None], label[:, None]), boxes=prompts.box[sel], masks=None)
         sparse2 = torch.where(prompts.is_point[sel][:, None, None], sp_a, sp_b)  # n2 x 3 x C
-        masks2, iou2 = decode_embedded(model, emb[sel], sparse2, dense2)
+        masks2, iou2 = decode_embedded(model, emb[sel], sparse2, dense2, ops)
         logits2 = masks2.flatten(2)
         t2 = tgt2.flatten(1)[:, None]
-        loss2 = FOCAL_WEIGHT * focal_loss(logits2[:, :1], t2.float()) + dice_loss(logits2[:, :1], t2.float())
+        loss2 = FOCAL_WEIGHT * ops.focal_loss(logits2[:, :1], t2.float()) + ops.dice_loss(logits2[:, :1], t2.float())
         with torch.no_grad():
             actual2 = mask_ious(logits2, t2)
         iou_loss2 = F.mse_loss(iou2, actual2)
@@ -317,6 +339,7 @@ def train(
                     "generator": gen.get_state(), "history": history, "elapsed": elapsed}, state_path)
         model.set_image_size(trained_size)
 
+    ops = StepOps.for_model(model, compile=cfg.compile)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -327,7 +350,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        stats = train_step(model, cfg, step, gen)
+        stats = train_step(model, cfg, step, gen, ops)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         for k, v in stats.items():
