@@ -9,10 +9,12 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-toy", help="train the toy SAM on synthetic scenes and write its weights")
-    p.add_argument("--schedule", default="cpu", choices=["full", "cpu", "cpu-finetune", "cpu-hires", "quick", "tiny"],
+    p.add_argument("--schedule", default="cpu", choices=["full", "cpu", "cpu-finetune", "cpu-hires", "cpu-256", "quick", "tiny"],
                    help="full: meant for one GPU (--device cuda; not yet run); cpu: from scratch on CPU (19 min measured, one thread); "
                         "cpu-finetune: a second phase on CPU with --init (10-13 min measured); "
-                        "cpu-hires: a phase at 128 and 256 px with --init, compiled; quick: a shorter CPU run")
+                        "cpu-hires: a phase at 128 and 256 px with --init, compiled (60 min measured, 2 threads); "
+                        "cpu-256: a last phase at 256 px with --init (38 min measured, 2 threads); "
+                        "quick: a shorter CPU run")
     p.add_argument("--out", default="toy_sam.safetensors", help="the weights to write (safetensors)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=None, help="default: the schedule's seed")

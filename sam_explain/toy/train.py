@@ -71,6 +71,9 @@ SCHEDULES: Dict[str, TrainConfig] = {
     # (where the evaluation runs), compiled, two threads (see docs/toy_model.md for the measured time).
     "cpu-hires": TrainConfig(stages=((128, 1400), (256, 300)), scenes_per_step=3, prompts_per_scene=8,
                              lr=3e-4, warmup=20, seed=5, decay_from_stage=1, compile=True),
+    # The last phase, with --init: 256 x 256 only, the lr decaying from the start, compiled, two threads.
+    "cpu-256": TrainConfig(stages=((256, 350),), scenes_per_step=3, prompts_per_scene=8,
+                           lr=2e-4, warmup=10, seed=6, decay_from_stage=0, compile=True),
     # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
     "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
 }
