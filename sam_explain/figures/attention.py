@@ -182,6 +182,18 @@ def prepare_image(image) -> Optional[np.ndarray]:
     return None if image is None else as_float_image(image)
 
 
+def draw_attention_panel(fig, ax, grid_map: np.ndarray, *, vmax: float, scale: str, image, cmap: str,
+                         alpha: float, input_size: int, gamma: float):
+    """One H x W attention map on ``ax``. The colour scale tops at ``vmax`` (the figure's maximum)
+    with ``scale="shared"``, else at the panel's own maximum, with a colour bar of its own."""
+    top = vmax if scale == "shared" else float(grid_map.max())
+    mappable = draw_grid_map(ax, grid_map, image=image, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
+                             input_size=input_size, gamma=gamma)
+    if scale == "per-panel":
+        fig.colorbar(mappable, ax=ax, shrink=0.8)
+    return mappable
+
+
 def plot_token_to_image(
     record: AttentionRecord,
     token: Union[int, str] = "mask0",
@@ -217,16 +229,12 @@ def plot_token_to_image(
     last = None
     for r, (site, views) in enumerate(rows):
         for c, (label, view) in enumerate(views):
-            grid_map = view.numpy()  # H x W
-            top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
-                                 input_size=max(record.input_image_size), gamma=gamma)
+            last = draw_attention_panel(fig, ax, view.numpy(), vmax=vmax, scale=scale, image=img, cmap=cmap,
+                                        alpha=alpha, input_size=max(record.input_image_size), gamma=gamma)
             if show_prompts:
                 mark_prompts(ax, record, prompt_set, image=img, highlight=t)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
-            if scale == "per-panel":
-                fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     name = record.names(prompt_set)[t]
@@ -268,14 +276,10 @@ def plot_image_to_token(
     last = None
     for r, (label, view) in enumerate(rows):
         for c, t in enumerate(cols):
-            grid_map = view[t].numpy()
-            top = vmax if scale == "shared" else float(grid_map.max())
             ax = axes[r, c]
-            last = draw_grid_map(ax, grid_map, image=img, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
-                                 input_size=max(record.input_image_size), gamma=gamma)
+            last = draw_attention_panel(fig, ax, view[t].numpy(), vmax=vmax, scale=scale, image=img, cmap=cmap,
+                                        alpha=alpha, input_size=max(record.input_image_size), gamma=gamma)
             ax.set_title(f"{names[t]}\n{label}", fontsize=8)
-            if scale == "per-panel":
-                fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     set_suptitle(fig, f"image-to-token attention (prompt set {prompt_set}): " + KIND_MEANING["image_to_token"],
