@@ -60,3 +60,20 @@ def expect_shape(
             msg += f" ({hint})"
         raise ShapeError(msg)
     return {ax: a for ax, a in zip(axes, actual) if not ax.isdigit()}
+
+
+def expect_like_weights(where: str, name: str, tensor: torch.Tensor, weight: torch.Tensor, owner: str) -> None:
+    """Check that ``tensor`` is on the weights' device and in their dtype.
+
+    Under ``torch.autocast`` the autocast dtype (e.g. bfloat16) is accepted too: there, activations
+    between layers legitimately differ from the weights' dtype. Raises ShapeError otherwise.
+    """
+    dtypes = {weight.dtype}
+    device_type = weight.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtypes.add(torch.get_autocast_dtype(device_type))
+    if tensor.dtype not in dtypes or tensor.device != weight.device:
+        raise ShapeError(
+            f"{where}: {name} is {tensor.dtype} on {tensor.device}, but the {owner}'s weights are "
+            f"{weight.dtype} on {weight.device}; move the input or the model with .to()"
+        )

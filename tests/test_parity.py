@@ -122,3 +122,24 @@ def test_one_image_per_prompt_set_matches_separate_runs(sam_pair):
             m_b, i_b = od(embs[b : b + 1], op.get_dense_pe(), sparse[b : b + 1], dense[b : b + 1], True)
             assert max_err(masks[b : b + 1], m_b) <= TOL
             assert max_err(iou[b : b + 1], i_b) <= TOL
+
+
+def test_runs_under_bf16_autocast_like_official(sam_pair):
+    """Under torch.autocast the activations between layers are bfloat16 while the weights stay float32;
+    the input checks accept that, and the outputs agree with the official code run the same way."""
+    od, op, d, p = sam_pair
+    prompts = example_prompts(points=2, box=True, batch=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pairs = run_both(od, op, d, p, prompts, torch.randn(1, 256, 64, 64), multimask=True)
+    for theirs, ours in pairs:
+        assert ours.dtype == theirs.dtype
+        scale = theirs.float().abs().max().item()
+        assert max_err(ours.float(), theirs.float()) <= 2e-2 * max(scale, 1.0)
+
+
+def test_bf16_input_outside_autocast_is_refused(sam_pair):
+    *_, d, p = sam_pair
+    prompts = example_prompts(points=1)
+    sparse, dense = p(points=prompts.points, boxes=None, masks=None)
+    with pytest.raises(ValueError, match="image_embeddings is torch.bfloat16 on cpu, but the decoder's weights are torch.float32"):
+        d(torch.randn(1, 256, 64, 64, dtype=torch.bfloat16), p.get_dense_pe(), sparse, dense, True)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules import module as _module
 
-from ..shapes_check import ShapeError, expect_shape
+from ..shapes_check import expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d, MLPBlock
 
 
@@ -123,12 +123,7 @@ class ImageEncoderViT(nn.Module):
             "ImageEncoderViT", "x", x, f"B {self.in_chans} {s} {s}",
             hint=f"a batch of images, normalised and padded to {s} x {s} by Sam.preprocess",
         )
-        weight = self.patch_embed.proj.weight
-        if x.dtype != weight.dtype or x.device != weight.device:
-            raise ShapeError(
-                f"ImageEncoderViT: x is {x.dtype} on {x.device}, but the encoder's weights are "
-                f"{weight.dtype} on {weight.device}; move the input or the model with .to()"
-            )
+        expect_like_weights("ImageEncoderViT", "x", x, self.patch_embed.proj.weight, owner="encoder")
         x = self.patch_embed(x)  # B x 3 x 1024 x 1024 -> B x H x W x E
         if self.pos_embed is not None:
             x = x + self.pos_embed  # + 1 x H x W x E

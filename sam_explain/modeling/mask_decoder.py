@@ -23,7 +23,7 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes_check import ShapeError, expect_shape
+from ..shapes_check import ShapeError, expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d
 
 
@@ -151,15 +151,10 @@ class MaskDecoder(nn.Module):
         expect_shape(where, "dense_prompt_embeddings", dense_prompt_embeddings, "B C H W",
                      B=B, C=C, H=H, W=W,
                      hint="B is the number of prompt sets, from sparse_prompt_embeddings")
-        ref = self.iou_token.weight
         for name, t in (("image_embeddings", image_embeddings), ("image_pe", image_pe),
                         ("sparse_prompt_embeddings", sparse_prompt_embeddings),
                         ("dense_prompt_embeddings", dense_prompt_embeddings)):
-            if t.dtype != ref.dtype or t.device != ref.device:
-                raise ShapeError(
-                    f"{where}: {name} is {t.dtype} on {t.device}, but the decoder's weights are "
-                    f"{ref.dtype} on {ref.device}; move the input or the model with .to()"
-                )
+            expect_like_weights(where, name, t, self.iou_token.weight, owner="decoder")
         return B, H, W
 
     def predict_masks(
