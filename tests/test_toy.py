@@ -47,6 +47,23 @@ def test_prompts_fall_inside_their_targets():
     assert (prompts.box - exact).abs().max() <= 20.0 * 64 / 1024 * 6  # noise std capped at 1.25 px here
 
 
+def test_whole_fraction_gives_part_clicks_the_whole_object():
+    scenes = generate_scenes(8, seed=2, image_size=64)
+    K = scenes.object_masks.shape[1]
+    prompts = sample_prompts(scenes, 16, torch.Generator().manual_seed(0), whole_fraction=1.0)
+    swapped = prompts.whole_for_part
+    assert swapped.any() and prompts.is_point[swapped].all()
+    parts = scenes.part_masks[prompts.scene, :]  # B x K x H0 x W0
+    x, y = prompts.point[:, 0, 0].long(), prompts.point[:, 0, 1].long()
+    b = torch.arange(len(x))
+    for i in swapped.nonzero()[:, 0].tolist():
+        k = next(k for k in range(K) if torch.equal(prompts.target[i], scenes.object_masks[prompts.scene[i], k]))
+        assert parts[i, k, y[i], x[i]]  # the click is on the part, the target is its whole object
+        assert prompts.target[i].sum() > parts[i, k].sum()
+    assert prompts.target[b, y, x].all()
+    assert not sample_prompts(scenes, 16, torch.Generator().manual_seed(0)).whole_for_part.any()
+
+
 @pytest.fixture
 def one_thread():
     """Small ops: one thread is much faster than two on a busy 2-core machine. Restored afterwards."""
@@ -56,8 +73,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_training_a_few_dozen_steps_lowers_the_loss(one_thread):
-    cfg = replace(SCHEDULES["tiny"], stages=((32, 30),))
+@pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5}], ids=["float32", "bf16-both-readings"])
+def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe):
+    cfg = replace(SCHEDULES["tiny"], stages=((32, 30),), **recipe)
     _, history = train(cfg, out=None, progress=False)
     losses = history["loss"]
     assert len(losses) == 30
