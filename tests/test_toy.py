@@ -126,18 +126,18 @@ THRESHOLDS = {"click_best_of_3_miou": 0.70, "click_single_mask_miou": 0.60, "box
 
 def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one_thread):
     """`sam-explain train-toy` writes loadable weights recording its configuration (the --compile
-    override included); `sam-explain eval-toy` measures them and can stamp the figures in."""
+    and --amp overrides included); `sam-explain eval-toy` measures them and can stamp the figures in."""
     import json
 
     from sam_explain.cli import main
 
     out = tmp_path / "tiny.safetensors"
-    assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--seed", "3",
+    assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--amp", "--seed", "3",
                  "--checkpoint-every", "0", "--log", str(tmp_path / "train.log")]) == 0
     model = toy_model(out)
     config = json.loads(model.metadata["config"])
     assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "40"
-    assert config["compile"] is False and config["seed"] == 3
+    assert config["compile"] is False and config["amp"] is True and config["seed"] == 3
     assert "step 39 " in (tmp_path / "train.log").read_text()
     # Trained on 32 x 32 scenes, but the weights do not depend on the size: they load at SAM's grid.
     assert model.image_size == 256 and model.prompt_encoder.image_embedding_size == (64, 64)
