@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..toy.train import SCHEDULES  # torch is loaded already by the package; this adds a few ms
+
     p = sub.add_parser("train-toy", help="train the toy SAM on synthetic scenes and write its weights")
-    p.add_argument("--schedule", default="cpu", choices=["full", "cpu", "cpu-finetune", "cpu-hires", "cpu-256", "quick", "cpu-amp", "cpu-nested", "tiny"],
+    p.add_argument("--schedule", default="cpu", choices=list(SCHEDULES),
                    help="full: meant for one GPU (--device cuda; not yet run); cpu: from scratch on CPU (19 min measured, one thread); "
                         "cpu-finetune: a second phase on CPU with --init (10-13 min measured); "
                         "cpu-hires: a phase at 128 and 256 px with --init, compiled (60 min measured, 2 threads); "
