@@ -151,14 +151,13 @@ def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, poi
     B = target.shape[0]
     is_point = torch.rand(B, generator=gen, device=device) < point_fraction
     point = sample_in_masks(target, gen)[:, None]  # B x 1 x 2
-    K = scenes.object_masks.shape[1]
-    obj = choice.flatten() % K  # B, the object a target belongs to
-    to_whole = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
+    to_whole = torch.zeros(B, dtype=torch.bool, device=device)
     if whole_fraction > 0:  # (no draw otherwise: older schedules keep their random stream)
+        K = scenes.object_masks.shape[1]
+        obj = choice.flatten() % K  # B, the object a target belongs to
+        to_whole = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
         to_whole &= torch.rand(B, generator=gen, device=device) < whole_fraction
-    else:
-        to_whole &= False
-    target = torch.where(to_whole[:, None, None], scenes.object_masks[scene, obj], target)  # B x H0 x W0
+        target = torch.where(to_whole[:, None, None], scenes.object_masks[scene, obj], target)  # B x H0 x W0
     box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
     return PromptBatch(scene, target, is_point, point, box, to_whole)
 
@@ -208,10 +207,9 @@ class StepOps:
         return ops
 
 
-def decode_embedded(model: ToyModel, emb, sparse, dense, ops: Optional[StepOps] = None):
+def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
     """All M masks of the decoder for embedded prompts: B x M x 4H x 4W, B x M."""
-    predict_masks = model.mask_decoder.predict_masks if ops is None else ops.predict_masks
-    return predict_masks(
+    return ops.predict_masks(
         image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
     )
