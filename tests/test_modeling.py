@@ -76,6 +76,26 @@ def test_hook_points_see_documented_shapes():
     assert seen["pe.hook_dense"] == (B, 256, 64, 64)
 
 
+def test_hook_point_fast_path_and_every_kind_of_hook():
+    """A hook point with no hook returns its input itself; a pre-hook, a forward hook, or a global
+    module hook each still sees (and may replace) the tensor."""
+    hp, x = HookPoint(), torch.randn(2, 3)
+    assert hp(x) is x
+    h = hp.register_forward_hook(lambda mod, inp, out: out * 2)
+    assert torch.equal(hp(x), x * 2)
+    h.remove()
+    h = hp.register_forward_pre_hook(lambda mod, inp: (inp[0] + 1,))
+    assert torch.equal(hp(x), x + 1)
+    h.remove()
+    seen = []
+    h = torch.nn.modules.module.register_module_forward_hook(lambda mod, inp, out: seen.append(type(mod)))
+    try:
+        hp(x)
+    finally:
+        h.remove()
+    assert seen == [HookPoint] and hp(x) is x
+
+
 def test_attention_probs_rows_sum_to_one():
     d, p = build_mask_decoder(), build_prompt_encoder()
     probs = []

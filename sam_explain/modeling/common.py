@@ -11,6 +11,7 @@ from typing import Type
 import torch
 from einops import rearrange
 from torch import nn
+from torch.nn.modules import module as _module
 
 
 class HookPoint(nn.Module):
@@ -19,9 +20,15 @@ class HookPoint(nn.Module):
     It holds no parameters, so it adds nothing to the state dict. Register an
     ordinary forward hook on it (or use ``sam_explain.trace_shapes`` /
     ``record_attention``) to see the tensor that passes through; with no hook
-    registered, ``nn.Module.__call__`` takes its fast path and the cost is a
-    function call.
+    registered, calling it returns ``x`` at once, without ``nn.Module.__call__``'s
+    bookkeeping (SAM's decoder passes 53 of them per forward).
     """
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._forward_hooks or self._forward_pre_hooks or _module._global_forward_hooks \
+                or _module._global_forward_pre_hooks:
+            return super().__call__(x)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

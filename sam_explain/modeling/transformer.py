@@ -70,11 +70,12 @@ class Attention(nn.Module):
         v = self.hook_v(rearrange(v, "b n_k (h d) -> b h n_k d", h=h))
 
         d = q.shape[-1]
-        logits = einsum(q, k, "b h n_q d, b h n_k d -> b h n_q n_k")  # B x h x N_q x N_k
+        # einsum "b h n_q d, b h n_k d -> b h n_q n_k", written as a batched matmul (one kernel, no copies)
+        logits = q @ k.transpose(-2, -1)  # B x h x N_q x N_k
         logits = self.hook_logits(logits / math.sqrt(d))
         probs = self.hook_probs(torch.softmax(logits, dim=-1))  # each row sums to 1 over N_k
 
-        out = einsum(probs, v, "b h n_q n_k, b h n_k d -> b h n_q d")  # B x h x N_q x d
+        out = probs @ v  # "b h n_q n_k, b h n_k d -> b h n_q d": B x h x N_q x d
         out = self.hook_out(out)
         out = rearrange(out, "b h n_q d -> b n_q (h d)")  # B x N_q x (h d)
         return self.out_proj(out)  # B x N_q x C
