@@ -11,7 +11,7 @@ import math
 from typing import Tuple, Type
 
 import torch
-from einops import einsum, rearrange
+from einops import rearrange
 from torch import Tensor, nn
 
 from .common import HookPoint, MLPBlock
