@@ -77,8 +77,8 @@ def test_hook_points_see_documented_shapes():
 
 
 def test_hook_point_fast_path_and_every_kind_of_hook():
-    """A hook point with no hook returns its input itself; a pre-hook, a forward hook, or a global
-    module hook each still sees (and may replace) the tensor."""
+    """A hook point with no hook returns its input itself; a pre-hook, a forward hook, a global
+    module hook or a backward hook each still sees the tensor (or its gradient)."""
     hp, x = HookPoint(), torch.randn(2, 3)
     assert hp(x) is x
     h = hp.register_forward_hook(lambda mod, inp, out: out * 2)
@@ -94,6 +94,12 @@ def test_hook_point_fast_path_and_every_kind_of_hook():
     finally:
         h.remove()
     assert seen == [HookPoint] and hp(x) is x
+    grads = []
+    h = hp.register_full_backward_hook(lambda mod, g_in, g_out: grads.append(g_out[0]))
+    y = torch.randn(2, 3, requires_grad=True)
+    (hp(y) * 3).sum().backward()
+    h.remove()
+    assert len(grads) == 1 and torch.equal(grads[0], torch.full((2, 3), 3.0))
 
 
 def test_attention_probs_rows_sum_to_one():

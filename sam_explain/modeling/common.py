@@ -25,9 +25,10 @@ class HookPoint(nn.Module):
     """
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._forward_hooks or self._forward_pre_hooks or _module._global_forward_hooks \
-                or _module._global_forward_pre_hooks:
-            return super().__call__(x)
+        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
+                or _module._global_forward_hooks or _module._global_forward_pre_hooks
+                or _module._global_backward_hooks or _module._global_backward_pre_hooks):
+            return super().__call__(x)  # a hook wants this tensor (or its gradient)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
