@@ -99,6 +99,12 @@ def test_hooking_the_maps_switches_to_the_explicit_path_with_the_same_output():
     assert (explicit - fused).abs().max().item() < TOL
     assert (traced - fused).abs().max().item() < TOL  # every block explicit now
     assert not any(blk.attn.attention_map_hooked() for blk in ours.blocks)
+    # a gradient hook on the maps asks for them too (the fused kernel would never call it)
+    grads = []
+    handle = ours.blocks[0].attn.hook_probs.register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape))
+    ours(x.requires_grad_()).sum().backward()
+    handle.remove()
+    assert len(grads) == 1 and grads[0][-2] == grads[0][-1]  # B' x h x n x n
 
 
 def test_window_partition_round_trip_and_official_order():

@@ -24,12 +24,15 @@ class HookPoint(nn.Module):
     bookkeeping (SAM's decoder passes 53 of them per forward).
     """
 
+    def is_hooked(self) -> bool:
+        """True when a hook, its own or a global module hook, wants this tensor (or its gradient)."""
+        return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                    or self._backward_pre_hooks or _module._global_forward_hooks
+                    or _module._global_forward_pre_hooks or _module._global_backward_hooks
+                    or _module._global_backward_pre_hooks)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
-                or _module._global_forward_hooks or _module._global_forward_pre_hooks
-                or _module._global_backward_hooks or _module._global_backward_pre_hooks):
-            return super().__call__(x)  # a hook wants this tensor (or its gradient)
-        return x
+        return super().__call__(x) if self.is_hooked() else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

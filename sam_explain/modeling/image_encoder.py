@@ -28,7 +28,6 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.modules import module as _module
 
 from ..shapes_check import expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d, MLPBlock
@@ -279,10 +278,7 @@ class Attention(nn.Module):
 
     def attention_map_hooked(self) -> bool:
         """True when a hook (on hook_logits / hook_probs, or a global module hook) wants the maps."""
-        points = (self.hook_logits, self.hook_probs)
-        if any(p._forward_hooks or p._forward_pre_hooks for p in points):
-            return True
-        return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+        return self.hook_logits.is_hooked() or self.hook_probs.is_hooked()
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
