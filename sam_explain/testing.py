@@ -16,6 +16,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from .example import run_decoder
+
 
 def official_modeling() -> types.ModuleType:
     """Return the official ``segment_anything.modeling`` module (needs the PyPI package)."""
@@ -67,6 +69,14 @@ def build_official_pair(
     randomize_(decoder, seed)
     randomize_(prompt_encoder, seed + 1)
     return decoder, prompt_encoder
+
+
+def run_both(official_decoder, official_pe, decoder, pe, prompts, image_embeddings, multimask: bool):
+    """``example.run_decoder`` on the official modules and on ours, same prompts and embeddings:
+    ((sparse, ours), (dense, ours), (masks, ours), (iou_pred, ours)), the official first in each pair."""
+    m_off, i_off, s_off, d_off = run_decoder(official_pe, official_decoder, image_embeddings, prompts, multimask)
+    m_our, i_our, s_our, d_our = run_decoder(pe, decoder, image_embeddings, prompts, multimask)
+    return (s_off, s_our), (d_off, d_our), (m_off, m_our), (i_off, i_our)
 
 
 @torch.no_grad()

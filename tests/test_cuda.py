@@ -9,6 +9,7 @@ import torch
 
 from sam_explain.attention import record_attention
 from sam_explain.example import example_prompts
+from sam_explain.testing import run_both
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -22,22 +23,13 @@ def cuda_pair(sam_pair):
     return tuple(copy.deepcopy(m).cuda() for m in sam_pair)
 
 
-def decode_both(od, op, d, p, prompts, emb, multimask=True):
-    with torch.no_grad():
-        s_off, d_off = op(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
-        s_our, d_our = p(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
-        theirs = od(emb, op.get_dense_pe(), s_off, d_off, multimask)
-        ours = d(emb, p.get_dense_pe(), s_our, d_our, multimask)
-    return theirs, ours
-
-
 @pytest.mark.parametrize("kind", [dict(points=2), dict(points=1, box=True), dict(points=1, mask=True)],
                          ids=["points", "points+box", "points+mask"])
 @pytest.mark.parametrize("batch", [1, 16])
 def test_parity_on_cuda_float32(cuda_pair, kind, batch):
     prompts = example_prompts(**kind, batch=batch, seed=batch).to("cuda")
     emb = torch.randn(1, 256, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
-    (m_off, i_off), (m_our, i_our) = decode_both(*cuda_pair, prompts, emb)
+    _, _, (m_off, m_our), (i_off, i_our) = run_both(*cuda_pair, prompts, emb, multimask=True)
     assert m_our.device.type == "cuda" and m_our.shape == (batch, 3, 256, 256)
     assert (m_our - m_off).abs().max().item() <= CUDA_TOL * max(1.0, m_off.abs().max().item())
     assert (i_our - i_off).abs().max().item() <= CUDA_TOL
@@ -49,7 +41,7 @@ def test_parity_on_cuda_under_autocast(cuda_pair, dtype):
     prompts = example_prompts(points=2, box=True, batch=4).to("cuda")
     emb = torch.randn(1, 256, 64, 64, device="cuda")
     with torch.autocast("cuda", dtype=dtype):
-        (m_off, i_off), (m_our, i_our) = decode_both(*cuda_pair, prompts, emb)
+        _, _, (m_off, m_our), (i_off, i_our) = run_both(*cuda_pair, prompts, emb, multimask=True)
     assert m_our.dtype == m_off.dtype and i_our.dtype == i_off.dtype
     scale = max(1.0, m_off.float().abs().max().item())
     assert (m_our.float() - m_off.float()).abs().max().item() <= 2e-2 * scale

@@ -5,7 +5,7 @@ import torch
 
 from sam_explain import MaskDecoder, PromptEncoder, TwoWayTransformer
 from sam_explain.example import example_prompts
-from sam_explain.testing import build_official_pair
+from sam_explain.testing import build_official_pair, run_both
 
 TOL = 1e-5
 PROMPT_KINDS = {
@@ -16,15 +16,6 @@ PROMPT_KINDS = {
     "points+mask": dict(points=1, mask=True),
     "none": dict(points=0),
 }
-
-
-def run_both(od, op, d, p, prompts, image_embeddings, multimask):
-    with torch.no_grad():
-        s_off, d_off = op(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
-        s_our, d_our = p(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
-        m_off, i_off = od(image_embeddings, op.get_dense_pe(), s_off, d_off, multimask)
-        m_our, i_our = d(image_embeddings, p.get_dense_pe(), s_our, d_our, multimask)
-    return (s_off, s_our), (d_off, d_our), (m_off, m_our), (i_off, i_our)
 
 
 def max_err(a, b):
