@@ -82,6 +82,26 @@ def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe):
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:3]), losses
 
 
+def test_compile_min_size_runs_smaller_stages_eager(monkeypatch, one_thread):
+    """With compile on, stages below compile_min_size call the eager functions; the others the compiled ones."""
+    calls = []
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args, **kw):
+            calls.append(getattr(fn, "__name__", type(fn).__name__))
+            return fn(*args, **kw)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    cfg = replace(SCHEDULES["tiny"], stages=((32, 3), (64, 2)), compile=True, compile_min_size=0)
+    train(cfg, out=None, progress=False)
+    per_step = len(calls) / 5  # every step compiled: the encoder, the decoder passes, the losses
+    assert per_step >= 4 and per_step == int(per_step)
+    calls.clear()
+    train(replace(cfg, compile_min_size=64), out=None, progress=False)
+    assert len(calls) == per_step * 2  # only the 2 steps at 64 px
+
+
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")
 def test_shipped_weights_segment_held_out_scenes(one_thread):
     from sam_explain.toy.evaluate import evaluate

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cpu-256: a phase at 256 px with --init (38 min measured, 2 threads); "
                         "cpu-amp: from scratch, compiled, bfloat16, 64 then 128 then 256 px (80 min measured, 2 threads); "
                         "cpu-nested: a phase at 256 px with --init that trains both readings of a click on a nested part (37 min measured, 2 threads); "
+                        "cpu-b8: from scratch, 64 px eager then 256 px compiled, 8 scenes x 1 prompt set a step (76 min measured, 2 threads; 0.70, below cpu-amp); "
                         "quick: from scratch on CPU, mostly 64 px (22 min measured, 2 threads; 0.60, short of the 0.75 asked)")
     p.add_argument("--out", default="toy_sam.safetensors", help="the weights to write (safetensors)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
