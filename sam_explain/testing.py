@@ -71,9 +71,10 @@ def build_official_pair(
     return decoder, prompt_encoder
 
 
+@torch.no_grad()
 def run_both(official_decoder, official_pe, decoder, pe, prompts, image_embeddings, multimask: bool):
-    """``example.run_decoder`` on the official modules and on ours, same prompts and embeddings:
-    ((sparse, ours), (dense, ours), (masks, ours), (iou_pred, ours)), the official first in each pair."""
+    """``example.run_decoder`` on the official modules and on ours, same prompts and embeddings, without
+    autograd: ((sparse, ours), (dense, ours), (masks, ours), (iou_pred, ours)), the official first in each pair."""
     m_off, i_off, s_off, d_off = run_decoder(official_pe, official_decoder, image_embeddings, prompts, multimask)
     m_our, i_our, s_our, d_our = run_decoder(pe, decoder, image_embeddings, prompts, multimask)
     return (s_off, s_our), (d_off, d_our), (m_off, m_our), (i_off, i_our)
