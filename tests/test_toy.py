@@ -8,10 +8,7 @@ import torch
 
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import default_weights_path
-from sam_explain.toy.model import ToyModel
-from sam_explain.toy.scenes import MIN_AREA
-from sam_explain.toy.train import (SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts, train,
-                                   train_step)
+from sam_explain.toy.train import SCHEDULES, TrainConfig, bounding_boxes, sample_prompts, train
 
 
 def test_scenes_have_documented_shapes_and_are_deterministic():
@@ -65,59 +62,6 @@ def test_whole_fraction_gives_part_clicks_the_whole_object():
         assert prompts.target[i].sum() > parts[i, k].sum()
     assert prompts.target[b, y, x].all()
     assert not sample_prompts(scenes, 16, torch.Generator().manual_seed(0)).whole_for_part.any()
-
-
-def test_a_window_keeps_the_scale_and_counts_its_own_targets():
-    scenes = generate_scenes(4, seed=8, image_size=128)
-    win = scenes.window(32, 16, 64)
-    assert win.images.shape == (4, 3, 64, 64) and win.object_masks.shape == (4, 4, 64, 64)
-    assert torch.equal(win.images, scenes.images[:, :, 32:96, 16:80])
-    assert torch.equal(win.part_masks, scenes.part_masks[:, :, 32:96, 16:80])
-    # the threshold of the 128 px scene (not of a 64 px one), counted inside the window
-    min_area = MIN_AREA * (128 / 256) ** 2
-    assert torch.equal(win.object_valid, win.object_masks.flatten(2).sum(-1) >= min_area)
-    assert (scenes.object_valid & ~win.object_valid).any()  # an object the window cuts out
-
-
-def test_a_window_stage_puts_grid_and_prompts_in_the_scene_frame(monkeypatch):
-    """On H0 x H0 windows of larger scenes the decoder gets the positional encoding of the window's
-    cells in the scene, and the prompts are given in scene pixels, inside the window."""
-    import sam_explain.toy.train as toy_train
-
-    seen = {"pe": [], "points": []}
-    real_window = toy_train.window_of_scenes
-
-    def spy_window(*args):
-        out = real_window(*args)
-        seen["origin"] = out[1:]
-        return out
-
-    monkeypatch.setattr(toy_train, "window_of_scenes", spy_window)
-    torch.manual_seed(0)
-    model = ToyModel(image_size=64)
-    ops = StepOps.for_model(model)
-    decode = ops.predict_masks
-    ops.predict_masks = lambda **kw: seen["pe"].append(kw["image_pe"]) or decode(**kw)
-    model.prompt_encoder.register_forward_pre_hook(
-        lambda mod, args, kw: seen["points"].append(kw["points"][0]) if kw["points"] is not None else None,
-        with_kwargs=True)
-    cfg = TrainConfig(stages=((32, 1, 64),), scenes_per_step=2, prompts_per_scene=2, iterative_fraction=0.5)
-    train_step(model, cfg, 0, torch.Generator().manual_seed(1), ops)
-
-    y0, x0 = seen["origin"]
-    assert (y0, x0) != (0, 0) and y0 % 4 == 0 and x0 % 4 == 0 and max(y0, x0) <= 32
-    assert model.prompt_encoder.input_image_size == (64, 64)  # the scene's frame
-    assert model.prompt_encoder.image_embedding_size == (8, 8)  # the window's grid
-    ii, jj = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
-    centres = torch.stack([x0 + 4 * jj + 2, y0 + 4 * ii + 2], dim=-1).float().view(1, 64, 2)  # scene pixels
-    expected = model.prompt_encoder.pe_layer.forward_with_coords(centres, (64, 64))  # 1 x HW x C
-    assert len(seen["pe"]) == 2  # both passes
-    for pe in seen["pe"]:
-        assert pe.shape == (1, 256, 8, 8)
-        torch.testing.assert_close(pe.flatten(2).transpose(1, 2), expected)
-    for points in seen["points"]:
-        assert ((points[..., 0] >= x0) & (points[..., 0] < x0 + 32)).all()
-        assert ((points[..., 1] >= y0) & (points[..., 1] < y0 + 32)).all()
 
 
 @pytest.fixture

@@ -42,19 +42,15 @@ class ToyModel(nn.Module):
         self.mask_decoder = build_mask_decoder()
         self.metadata: Dict[str, str] = {}
 
-    def set_image_size(self, image_size: int, frame: Optional[int] = None) -> None:
+    def set_image_size(self, image_size: int) -> None:
         """Run on H0 x W0 = image_size x image_size images: the grid becomes H = W = image_size / 4
-        and the masks 4H x 4W = image_size. Used by training, which starts on small images.
-
-        ``frame`` (default image_size) is the side of the frame that point and box coordinates are
-        given in: training on windows of larger scenes gives the scene's side, and the coordinates
-        of the window's prompts in the scene."""
+        and the masks 4H x 4W = image_size. Used by training, which starts on small images."""
         grid = image_size // self.image_encoder.patch_embed.stride[0]
         self.image_size = image_size
         self.image_encoder.image_size = image_size
         pe = self.prompt_encoder
         pe.image_embedding_size = (grid, grid)
-        pe.input_image_size = (frame or image_size,) * 2
+        pe.input_image_size = (image_size, image_size)
         pe.mask_input_size = (4 * grid, 4 * grid)
 
     @property

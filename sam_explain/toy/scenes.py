@@ -54,28 +54,6 @@ class SceneBatch:
         return SceneBatch(*(getattr(self, f).to(device) for f in
                             ("images", "object_masks", "part_masks", "object_valid", "part_valid")))
 
-    def window(self, y0: int, x0: int, size: int) -> "SceneBatch":
-        """The size x size window at row y0, column x0 of every scene: S x 3 x size x size and so on.
-        A target is valid in the window if at least MIN_AREA of its pixels (the full scene's
-        threshold: a window keeps the scale) fall inside it."""
-        rows, cols = slice(y0, y0 + size), slice(x0, x0 + size)
-        object_masks = self.object_masks[:, :, rows, cols]  # S x K x size x size
-        part_masks = self.part_masks[:, :, rows, cols]
-        full = self.images.shape[-1]
-        return SceneBatch(self.images[:, :, rows, cols].contiguous(), object_masks, part_masks,
-                          *target_validity(object_masks, part_masks, min_area=MIN_AREA * (full / IMAGE_SIZE) ** 2))
-
-
-def target_validity(object_masks: torch.Tensor, part_masks: torch.Tensor,
-                    min_area: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """S x K x H0 x W0 masks -> S x K object_valid, S x K part_valid (at least ``min_area`` pixels)."""
-    object_area = object_masks.flatten(2).sum(-1)  # S x K
-    part_area = part_masks.flatten(2).sum(-1)
-    # A part is a separate reading only if the object also shows some of its base.
-    part_valid = (part_area >= min_area) & (object_area - part_area >= min_area)
-    object_valid = object_area >= min_area
-    return object_valid, part_valid
-
 
 def _shape_masks(
     kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torch.Tensor,
@@ -169,7 +147,12 @@ def generate_scenes(
     part_masks = lab == 2 * ids + 1  # S x K x H0 x W0
     object_masks = (lab == 2 * ids) | part_masks
     min_area = MIN_AREA * (H0 / IMAGE_SIZE) ** 2  # the same fraction of the image at any size
-    return SceneBatch(images, object_masks, part_masks, *target_validity(object_masks, part_masks, min_area))
+    object_area = object_masks.flatten(2).sum(-1)  # S x K
+    part_area = part_masks.flatten(2).sum(-1)
+    # A part is a separate reading only if the object also shows some of its base.
+    part_valid = (part_area >= min_area) & (object_area - part_area >= min_area)
+    object_valid = object_area >= min_area
+    return SceneBatch(images, object_masks, part_masks, object_valid, part_valid)
 
 
 @dataclass

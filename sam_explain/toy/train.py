@@ -2,10 +2,6 @@
 
 One step:
   1. draw S scenes on the training device (``generate_scenes``), embed them once: S x C x H x W;
-     a stage may train on H0 x H0 windows of larger scenes instead (``window_of_scenes``): the
-     shapes keep their size in pixels while a step costs what an H0 x H0 image costs; the
-     decoder then gets the positional encoding of the window's cells in the scene, and the
-     prompts their coordinates in the scene, so that it sees a part of a full-size problem;
   2. sample P prompt sets per scene (B = S * P, SAM's "B prompt sets per image" contract):
      a target mask (a whole object or a nested part), then either one click uniformly inside it
      or its bounding box with noise (std 10% of the side, at most 5 px = SAM's 20 px at 1024);
@@ -45,9 +41,7 @@ TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evalua
 
 @dataclass
 class TrainConfig:
-    # (image size H0, steps): small images first; or (H0, steps, scene size): H0 x H0 windows cut
-    # from scenes drawn at the larger scene size, so that shapes keep their size in pixels
-    stages: Tuple[Tuple[int, ...], ...] = ((256, 3000),)
+    stages: Tuple[Tuple[int, int], ...] = ((256, 3000),)  # (image size H0, steps): small images first
     scenes_per_step: int = 4  # S
     prompts_per_scene: int = 8  # P; B = S * P prompt sets per step
     lr: float = 6e-4
@@ -65,7 +59,7 @@ class TrainConfig:
 
     @property
     def steps(self) -> int:
-        return sum(stage[1] for stage in self.stages)
+        return sum(steps for _, steps in self.stages)
 
 
 SCHEDULES: Dict[str, TrainConfig] = {
@@ -152,13 +146,11 @@ class PromptBatch:
 
 
 def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, point_fraction: float = 0.5,
-                   whole_fraction: float = 0.0, frame: Optional[int] = None) -> PromptBatch:
+                   whole_fraction: float = 0.0) -> PromptBatch:
     """P prompt sets per scene: a valid target mask, then one click inside it or a noisy box around it.
 
     A click on a nested part is ambiguous; with probability ``whole_fraction`` its target becomes the
-    whole object (the click stays on the part), so both readings are trained on part clicks.
-    ``frame``: the side of the scene the images were cut from (default: their own side), which
-    sets the box noise."""
+    whole object (the click stays on the part), so both readings are trained on part clicks."""
     S = scenes.images.shape[0]
     device = scenes.images.device
     valid = scenes.targets_valid.float()  # S x 2K
@@ -176,7 +168,7 @@ def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, poi
         to_whole = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
         to_whole &= torch.rand(B, generator=gen, device=device) < whole_fraction
         target = torch.where(to_whole[:, None, None], scenes.object_masks[scene, obj], target)  # B x H0 x W0
-    box = noisy_boxes(target, gen, max_noise=20.0 * (frame or scenes.images.shape[-1]) / 1024)
+    box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
     return PromptBatch(scene, target, is_point, point, box, to_whole)
 
 
@@ -225,39 +217,22 @@ class StepOps:
         return ops
 
 
-def decode_embedded(emb, image_pe, sparse, dense, ops: StepOps):
+def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
     """All M masks of the decoder for embedded prompts: B x M x 4H x 4W, B x M."""
     return ops.predict_masks(
-        image_embeddings=emb, image_pe=image_pe, sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
     )
-
-
-def stage_sizes(step: int, cfg: TrainConfig) -> Tuple[int, int]:
-    """(image size H0, scene size) of ``step``: the scene size is H0 unless the stage trains on windows."""
-    end = 0
-    for stage in cfg.stages:
-        end += stage[1]
-        if step < end:
-            break
-    return stage[0], (stage[2] if len(stage) > 2 else stage[0])
 
 
 def stage_at(step: int, cfg: TrainConfig) -> int:
     """The image size H0 of ``step``."""
-    return stage_sizes(step, cfg)[0]
-
-
-def window_of_scenes(scenes: SceneBatch, size: int, patch: int, gen: torch.Generator) -> Tuple[SceneBatch, int, int]:
-    """The same size x size window of every scene, at a random origin (y0, x0) on the patch lattice,
-    so that the window's embedding grid is a sub-grid of the scene's."""
-    cells = (scenes.images.shape[-1] - size) // patch + 1
-    y0, x0 = (patch * torch.randint(cells, (2,), generator=gen, device=scenes.images.device)).tolist()
-    return scenes.window(y0, x0, size), y0, x0
-
-
-def weighted_mean(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """sum(weight * x) / sum(weight) over B (at least 1 in the denominator)."""
-    return (weight * x).sum() / weight.sum().clamp(min=1)
+    end = 0
+    for size, steps in cfg.stages:
+        end += steps
+        if step < end:
+            return size
+    return cfg.stages[-1][0]
 
 
 def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
@@ -275,36 +250,25 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
               ops: StepOps) -> Tuple[torch.Tensor, Dict[str, float]]:
     """The loss of one step (steps 1 to 5 of the module docstring) and its parts, for the log."""
     device = torch.device(cfg.device)
-    image_size, scene_size = stage_sizes(step, cfg)
-    model.set_image_size(image_size, frame=scene_size)
+    image_size = stage_at(step, cfg)
+    if model.image_size != image_size:
+        model.set_image_size(image_size)
     scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
-                             device=device, image_size=scene_size)
-    patch = model.image_encoder.patch_embed.stride[0]  # pixels per grid cell, 4
-    y0 = x0 = 0
-    if scene_size > image_size:  # a window of the scenes: its prompts in scene coordinates, its grid's PE
-        scenes, y0, x0 = window_of_scenes(scenes, image_size, patch, gen)
-    grid = image_size // patch  # H = W
-    image_pe = model.prompt_encoder.pe_layer((scene_size // patch,) * 2)[:, y0 // patch:, x0 // patch:]
-    image_pe = image_pe[None, :, :grid, :grid]  # 1 x C x H x W
-    shift = torch.tensor([x0, y0], dtype=torch.float32, device=device)  # window pixel -> scene pixel
-
-    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction,
-                             frame=scene_size)
+                             device=device, image_size=image_size)
+    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction)
     B = prompts.target.shape[0]
     target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
     target_f = target.float()
-    # 0 for the prompt sets of a scene with no valid target (a window can miss every shape)
-    weight = scenes.targets_valid.any(1)[prompts.scene].float()  # B
 
     emb = ops.encode(scenes.images)  # S x C x H x W
     emb = emb[prompts.scene]  # B x C x H x W, paired with the prompt sets
 
     # Pass 1: one click (padded to N' = 2) or one box (N' = 2), on the same B prompt sets.
     ones = torch.ones(B, 1, dtype=torch.int64, device=device)
-    sp_point, dense = model.prompt_encoder(points=(prompts.point + shift, ones), boxes=None, masks=None)  # B x 2 x C
-    sp_box, _ = model.prompt_encoder(points=None, boxes=prompts.box + shift.repeat(2), masks=None)  # B x 2 x C
+    sp_point, dense = model.prompt_encoder(points=(prompts.point, ones), boxes=None, masks=None)  # B x 2 x C
+    sp_box, _ = model.prompt_encoder(points=None, boxes=prompts.box, masks=None)  # B x 2 x C
     sparse = torch.where(prompts.is_point[:, None, None], sp_point, sp_box)  # B x 2 x C
-    masks, iou_pred = decode_embedded(emb, image_pe, sparse, dense, ops)  # B x M x 4H x 4W, B x M
+    masks, iou_pred = decode_embedded(model, emb, sparse, dense, ops)  # B x M x 4H x 4W, B x M
     masks, iou_pred = masks.float(), iou_pred.float()  # the losses in float32, also under autocast
     logits = masks.flatten(2)  # B x M x L
     per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
@@ -314,9 +278,9 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     mask_loss = torch.where(prompts.is_point, best_multi + single_loss, per_mask[:, 0])  # B
     with torch.no_grad():
         actual = mask_ious(logits, target)  # B x M
-    iou_loss = weighted_mean((iou_pred - actual).pow(2).mean(1), weight)
-    loss = weighted_mean(mask_loss, weight) + iou_loss
-    stats = {"mask": weighted_mean(mask_loss, weight).item(), "iou_mse": iou_loss.item(),
+    iou_loss = F.mse_loss(iou_pred, actual)
+    loss = mask_loss.mean() + iou_loss
+    stats = {"mask": mask_loss.mean().item(), "iou_mse": iou_loss.item(),
              "iou_click_best3": actual[prompts.is_point, 1:].max(1).values.mean().item() if prompts.is_point.any() else float("nan"),
              "iou_box": actual[~prompts.is_point, 0].mean().item() if (~prompts.is_point).any() else float("nan")}
 
@@ -333,22 +297,21 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         xi, yi = click[:, 0].long(), click[:, 1].long()
         label = tgt2[torch.arange(n2, device=device), yi, xi].long()  # 1 foreground, 0 background
         mask_prompt = prev[:, None]  # n2 x 1 x 4H x 4W
-        pts_a = (torch.cat([prompts.point[sel], click[:, None]], 1) + shift,
+        pts_a = (torch.cat([prompts.point[sel], click[:, None]], 1),
                  torch.cat([torch.ones_like(label)[:, None], label[:, None]], 1))  # n2 x 2 x 2, n2 x 2
         sp_a, dense2 = model.prompt_encoder(points=pts_a, boxes=None, masks=mask_prompt)  # n2 x 3 x C
-        sp_b, _ = model.prompt_encoder(points=(click[:, None] + shift, label[:, None]),
-                                       boxes=prompts.box[sel] + shift.repeat(2), masks=None)
+        sp_b, _ = model.prompt_encoder(points=(click[:, None], label[:, None]), boxes=prompts.box[sel], masks=None)
         sparse2 = torch.where(prompts.is_point[sel][:, None, None], sp_a, sp_b)  # n2 x 3 x C
-        masks2, iou2 = decode_embedded(emb[sel], image_pe, sparse2, dense2, ops)
+        masks2, iou2 = decode_embedded(model, emb[sel], sparse2, dense2, ops)
         masks2, iou2 = masks2.float(), iou2.float()
         logits2 = masks2.flatten(2)
         t2 = tgt2.flatten(1)[:, None]
         loss2 = FOCAL_WEIGHT * ops.focal_loss(logits2[:, :1], t2.float()) + ops.dice_loss(logits2[:, :1], t2.float())
         with torch.no_grad():
             actual2 = mask_ious(logits2, t2)
-        iou_loss2 = weighted_mean((iou2 - actual2).pow(2).mean(1), weight[sel])
-        loss = loss + (n2 / B) * (weighted_mean(loss2[:, 0], weight[sel]) + iou_loss2)
-        stats["mask_iter"] = weighted_mean(loss2[:, 0], weight[sel]).item()
+        iou_loss2 = F.mse_loss(iou2, actual2)
+        loss = loss + (n2 / B) * (loss2.mean() + iou_loss2)
+        stats["mask_iter"] = loss2.mean().item()
         stats["iou_iter"] = actual2[:, 0].mean().item()
     return loss, stats
 
@@ -357,7 +320,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, constant until stage ``decay_from_stage``, then cosine decay to 5% at the last step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    decay_start = max(cfg.warmup, sum(stage[1] for stage in cfg.stages[: cfg.decay_from_stage]))
+    decay_start = max(cfg.warmup, sum(n for _, n in cfg.stages[: cfg.decay_from_stage]))
     if step < decay_start:
         return cfg.lr
     progress = (step - decay_start) / max(1, cfg.steps - decay_start)
