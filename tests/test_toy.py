@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sam_explain.toy import generate_scenes, make_scene, toy_model
-from sam_explain.toy.model import default_weights_path
 from sam_explain.modeling import build_mask_decoder
+from sam_explain.toy import generate_scenes, make_scene, toy_model
+from sam_explain.toy.model import ToyModel, default_weights_path
 from sam_explain.toy.sampled_masks import PLACES, full_mask, pixel_index, predict_masks_at, sample_cells
-from sam_explain.toy.train import SCHEDULES, TrainConfig, bounding_boxes, sample_prompts, train
+from sam_explain.toy.train import SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts, train
 
 
 def test_scenes_have_documented_shapes_and_are_deterministic():
@@ -113,6 +113,16 @@ def test_pixel_samples_must_fill_the_places_of_a_cell(one_thread):
     cfg = replace(SCHEDULES["tiny"], stages=((32, 2),), pixel_samples=100)
     with pytest.raises(ValueError, match="multiple of 16, got 100"):
         train(cfg, out=None, progress=False)
+
+
+def test_pattern_matcher_switch_reaches_torch_compile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
+    StepOps.for_model(ToyModel(), compile=True, pattern_matcher=False)
+    assert len(seen) == 6 and all(kw["options"] == {"pattern_matcher": False} for kw in seen)
+    seen.clear()
+    StepOps.for_model(ToyModel(), compile=True)
+    assert len(seen) == 6 and all(kw["options"] is None for kw in seen)
 
 
 def test_compile_min_size_runs_smaller_stages_eager(monkeypatch, one_thread):

@@ -1,0 +1,74 @@
+"""Cost of one toy training step (forward and backward, both passes of SAM's recipe) at one image size,
+for the ways of computing it, in the same run: the mask losses on every pixel or on sampled pixels
+(``TrainConfig.pixel_samples``), compiled with or without inductor's pattern rewrites
+(``TrainConfig.pattern_matcher``). Steps alternate between the variants, so drift in the machine's
+speed hits all alike.
+
+    python benchmarks/bench_train_step.py                     # 256 x 256, B = 3 x 8, bf16, compiled, 2 threads
+    python benchmarks/bench_train_step.py --size 128 --steps 10
+
+Prints per variant: the median seconds of a step, min and max, and the ratio to the first variant
+(cpu-amp's step: every pixel, rewrites on). Each variant compiles first (minutes on a CPU, less
+with a warm inductor cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from sam_explain.toy.model import ToyModel
+from sam_explain.toy.train import SCHEDULES, StepOps, train_step
+
+VARIANTS = (  # (label, pixel_samples, pattern_matcher)
+    ("every pixel, rewrites on", 0, True),
+    ("every pixel, rewrites off", 0, False),
+    ("4096 sampled pixels, rewrites on", 4096, True),
+    ("4096 sampled pixels, rewrites off", 4096, False),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256, help="image side H0")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (compiling)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base = replace(SCHEDULES["cpu-sampled"], stages=((args.size, 10_000),), compile=not args.no_compile)
+    runs = []
+    for label, samples, patterns in VARIANTS:
+        cfg = replace(base, pixel_samples=samples, pattern_matcher=patterns)
+        torch.manual_seed(0)
+        model = ToyModel().train()
+        model.set_image_size(args.size)
+        ops = StepOps.for_model(model, compile=cfg.compile, pattern_matcher=cfg.pattern_matcher)
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        for step in range(args.warmup):
+            train_step(model, cfg, step, gen, ops)
+            model.zero_grad(set_to_none=True)
+        print(f"{label}: {args.warmup} warm-up steps (compiling included) {time.perf_counter() - t0:.0f} s", flush=True)
+        runs.append((label, cfg, model, ops, gen, []))
+    for i in range(args.steps):  # alternate the variants
+        for label, cfg, model, ops, gen, times in runs:
+            t = time.perf_counter()
+            train_step(model, cfg, args.warmup + i, gen, ops)
+            model.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
+    print(f"\n{args.size} x {args.size}, B = {base.scenes_per_step} x {base.prompts_per_scene}, "
+          f"amp={base.amp}, compile={base.compile}, {args.threads} threads, torch {torch.__version__}")
+    ref = statistics.median(runs[0][-1])
+    for label, *_, times in runs:
+        med = statistics.median(times)
+        print(f"{label:36s} median {med:5.2f} s  (min {min(times):.2f}, max {max(times):.2f})  ratio {med / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()
