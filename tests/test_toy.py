@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam_explain.modeling import build_mask_decoder
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
-from sam_explain.toy.sampled_masks import PLACES, full_mask, pixel_index, predict_masks_at, sample_cells
 from sam_explain.toy.train import SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts, train
 
 
@@ -75,8 +73,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5}, {"pixel_samples": 256}],
-                         ids=["float32", "bf16-both-readings", "sampled-pixels"])
+@pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5}], ids=["float32", "bf16-both-readings"])
 def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe):
     cfg = replace(SCHEDULES["tiny"], stages=((32, 30),), **recipe)
     _, history = train(cfg, out=None, progress=False)
@@ -85,44 +82,14 @@ def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe):
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:3]), losses
 
 
-def test_masks_at_sampled_pixels_equal_the_full_masks(one_thread):
-    """predict_masks_at computes, at each sampled pixel, exactly what predict_masks computes there."""
-    torch.manual_seed(0)
-    decoder = build_mask_decoder().eval()
-    with torch.no_grad():
-        for p in decoder.parameters():  # away from the initial LayerNorm / zero biases, so every term counts
-            p.add_(0.05 * torch.randn_like(p))
-    B, C, H, W = 3, 256, 8, 6
-    args = (torch.randn(B, C, H, W), torch.randn(1, C, H, W), torch.randn(B, 3, C), torch.randn(B, C, H, W))
-    cells = sample_cells(B, H, W, 5, torch.Generator().manual_seed(1), "cpu")  # B x G x n
-    pixels = pixel_index(cells, W)  # B x L
-    assert pixels.shape == (B, PLACES * 5)
-    place = torch.arange(PLACES).repeat_interleave(5)  # the place in its cell of each of the L pixels
-    assert torch.equal(pixels // (4 * W) % 4, (place // 4).expand(B, -1))  # row inside the cell
-    assert torch.equal(pixels % (4 * W) % 4, (place % 4).expand(B, -1))  # column inside the cell
-    with torch.no_grad():
-        masks, iou = decoder.predict_masks(*args)  # B x M x 4H x 4W, B x M
-        masks_at, iou_at, hyper_in, src = predict_masks_at(decoder, *args, cells)  # B x M x L
-        expected = torch.gather(masks.flatten(2), 2, pixels[:, None].expand(-1, masks.shape[1], -1))
-        torch.testing.assert_close(masks_at, expected, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(iou_at, iou)
-        torch.testing.assert_close(full_mask(decoder, src, hyper_in[:, 2]), masks[:, 2], rtol=1e-4, atol=1e-5)
-
-
-def test_pixel_samples_must_fill_the_places_of_a_cell(one_thread):
-    cfg = replace(SCHEDULES["tiny"], stages=((32, 2),), pixel_samples=100)
-    with pytest.raises(ValueError, match="multiple of 16, got 100"):
-        train(cfg, out=None, progress=False)
-
-
 def test_pattern_matcher_switch_reaches_torch_compile(monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
     StepOps.for_model(ToyModel(), compile=True, pattern_matcher=False)
-    assert len(seen) == 6 and all(kw["options"] == {"pattern_matcher": False} for kw in seen)
+    assert len(seen) == 4 and all(kw["options"] == {"pattern_matcher": False} for kw in seen)
     seen.clear()
     StepOps.for_model(ToyModel(), compile=True)
-    assert len(seen) == 6 and all(kw["options"] is None for kw in seen)
+    assert len(seen) == 4 and all(kw["options"] is None for kw in seen)
 
 
 def test_compile_min_size_runs_smaller_stages_eager(monkeypatch, one_thread):
@@ -188,19 +155,20 @@ THRESHOLDS = {"click_best_of_3_miou": 0.70, "click_single_mask_miou": 0.60, "box
 
 
 def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one_thread):
-    """`sam-explain train-toy` writes loadable weights recording its configuration (the --compile
-    and --amp overrides included); `sam-explain eval-toy` measures them and can stamp the figures in."""
+    """`sam-explain train-toy` writes loadable weights recording its configuration (the --compile,
+    --amp and --pattern-matcher overrides included); `sam-explain eval-toy` measures them and can stamp the figures in."""
     import json
 
     from sam_explain.cli import main
 
     out = tmp_path / "tiny.safetensors"
-    assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--amp", "--seed", "3",
+    assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--amp", "--seed", "3", "--no-pattern-matcher",
                  "--checkpoint-every", "0", "--log", str(tmp_path / "train.log")]) == 0
     model = toy_model(out)
     config = json.loads(model.metadata["config"])
     assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "40"
     assert config["compile"] is False and config["amp"] is True and config["seed"] == 3
+    assert config["pattern_matcher"] is False
     assert "step 39 " in (tmp_path / "train.log").read_text()
     # Trained on 32 x 32 scenes, but the weights do not depend on the size: they load at SAM's grid.
     assert model.image_size == 256 and model.prompt_encoder.image_embedding_size == (64, 64)

@@ -165,34 +165,6 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """All M masks and IoU predictions, before the multimask slice. See ``forward``."""
-        iou_token_out, mask_tokens_out, src = self.attend(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )  # B x C, B x M x C, B x C x H x W
-
-        # Upscale the image side 4x: B x C x H x W -> B x C/4 x 2H x 2W -> B x C/8 x 4H x 4W
-        upscaled_embedding = self.hook_upscaled_embedding(self.output_upscaling(src))
-        hyper_in = self.hypernetwork_weights(mask_tokens_out)  # B x M x C/8
-        # A mask is its token's C/8 weights times the C/8 upscaled feature maps.
-        masks = einsum(
-            hyper_in, upscaled_embedding, "b m c8, b c8 h4 w4 -> b m h4 w4"
-        )  # B x M x 4H x 4W
-        masks = self.hook_masks(masks)
-
-        iou_pred = self.hook_iou_pred(self.iou_prediction_head(iou_token_out))  # B x M
-        return masks, iou_pred
-
-    def attend(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse_prompt_embeddings: torch.Tensor,
-        dense_prompt_embeddings: torch.Tensor,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The first half of ``predict_masks``: build the tokens, run the two-way transformer.
-
-        Returns iou_token_out (B x C), mask_tokens_out (B x M x C) and the image side
-        src (B x C x H x W), which ``predict_masks`` upscales.
-        """
         B, H, W = self.check_inputs(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
         )
@@ -215,15 +187,24 @@ class MaskDecoder(nn.Module):
         hs = self.hook_hs(hs)
         iou_token_out = self.hook_iou_token_out(hs[:, 0, :])  # B x C
         mask_tokens_out = self.hook_mask_tokens_out(hs[:, 1 : 1 + self.num_mask_tokens, :])  # B x M x C
-        src = rearrange(src, "b (h w) c -> b c h w", h=H, w=W)  # B x C x H x W
-        return iou_token_out, mask_tokens_out, src
 
-    def hypernetwork_weights(self, mask_tokens_out: torch.Tensor) -> torch.Tensor:
-        """Each mask token's own MLP turns it into C/8 weights: B x M x C -> B x M x C/8."""
+        # Upscale the image side 4x: B x C x H x W -> B x C/4 x 2H x 2W -> B x C/8 x 4H x 4W
+        src = rearrange(src, "b (h w) c -> b c h w", h=H, w=W)  # B x C x H x W
+        upscaled_embedding = self.hook_upscaled_embedding(self.output_upscaling(src))
+
+        # Each mask token becomes C/8 weights through its own MLP ...
         hyper_in_list: List[torch.Tensor] = [
             mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)
         ]  # M tensors of B x C/8
-        return self.hook_hyper_in(torch.stack(hyper_in_list, dim=1))  # B x M x C/8
+        hyper_in = self.hook_hyper_in(torch.stack(hyper_in_list, dim=1))  # B x M x C/8
+        # ... and a mask is those weights times the C/8 upscaled feature maps.
+        masks = einsum(
+            hyper_in, upscaled_embedding, "b m c8, b c8 h4 w4 -> b m h4 w4"
+        )  # B x M x 4H x 4W
+        masks = self.hook_masks(masks)
+
+        iou_pred = self.hook_iou_pred(self.iou_prediction_head(iou_token_out))  # B x M
+        return masks, iou_pred
 
 
 class MLP(nn.Module):

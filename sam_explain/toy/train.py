@@ -23,7 +23,6 @@ pass runs under bfloat16 autocast, with the losses in float32.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -34,7 +33,6 @@ import torch
 from torch.nn import functional as F
 
 from .model import ToyModel, save_toy_weights
-from .sampled_masks import PLACES, full_mask, pixel_index, predict_masks_at, sample_cells
 from .scenes import SceneBatch, generate_scenes
 
 FOCAL_WEIGHT = 20.0  # SAM: focal : dice = 20 : 1
@@ -59,7 +57,6 @@ class TrainConfig:
     pattern_matcher: bool = True  # with compile: inductor's graph rewrites, among them explicit attention -> fused SDPA
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
-    pixel_samples: int = 0  # the mask losses on this many sampled pixels per mask (a multiple of 16); 0: all
 
     @property
     def steps(self) -> int:
@@ -103,12 +100,6 @@ SCHEDULES: Dict[str, TrainConfig] = {
     "cpu-b8": TrainConfig(stages=((64, 800), (256, 2800)), scenes_per_step=8, prompts_per_scene=1, lr=4e-4,
                           warmup=100, seed=21, decay_from_stage=1, compile=True, compile_min_size=128, amp=True,
                           whole_fraction=0.35),
-    # CPU, two threads, from scratch: cpu-amp's recipe with cheaper steps, spent at 256 x 256: the mask losses on
-    # 4,096 sampled pixels per mask (sampled_masks.py) and inductor's pattern rewrites off (the explicit
-    # attention, not the fused kernel): 2.8 s a step at 256 px against 4.4 s for cpu-amp's, measured side by side.
-    "cpu-sampled": TrainConfig(stages=((64, 1200), (128, 900), (256, 1250)), scenes_per_step=3, prompts_per_scene=8,
-                               lr=6e-4, warmup=100, seed=31, decay_from_stage=1, compile=True, compile_min_size=128,
-                               amp=True, whole_fraction=0.35, pixel_samples=4096, pattern_matcher=False),
     # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
     "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
 }
@@ -218,21 +209,17 @@ class StepOps:
     predict_masks: Callable  # the decoder's predict_masks: B x M x 4H x 4W, B x M
     focal_loss: Callable
     dice_loss: Callable
-    predict_masks_at: Callable  # the masks at sampled pixels (sampled_masks.predict_masks_at)
-    full_mask: Callable  # one whole mask from src and hyper_in (sampled_masks.full_mask)
 
     @classmethod
     def for_model(cls, model: ToyModel, compile: bool = False, pattern_matcher: bool = True) -> "StepOps":
         """``pattern_matcher=False`` compiles without inductor's pattern rewrites. One of them turns the
         decoder's explicit softmax attention into the fused SDPA kernel, which on CPU in bfloat16 is 2 to
         3 times slower than the explicit form for these shapes (4096 queries x 7 keys and back)."""
-        decoder = model.mask_decoder
-        ops = cls(model.image_encoder, decoder.predict_masks, focal_loss, dice_loss,
-                  functools.partial(predict_masks_at, decoder), functools.partial(full_mask, decoder))
+        ops = cls(model.image_encoder, model.mask_decoder.predict_masks, focal_loss, dice_loss)
         if compile:
             options = None if pattern_matcher else {"pattern_matcher": False}
             ops = cls(*(torch.compile(f, dynamic=False, options=options) for f in (
-                ops.encode, ops.predict_masks, ops.focal_loss, ops.dice_loss, ops.predict_masks_at, ops.full_mask)))
+                ops.encode, ops.predict_masks, ops.focal_loss, ops.dice_loss)))
         return ops
 
 
@@ -242,42 +229,6 @@ def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
         image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
     )
-
-
-@dataclass
-class Decoded:
-    """One decoder pass, as the losses see it: the masks at L pixels (all 4H 4W, or sampled)."""
-
-    logits: torch.Tensor  # B x M x L, float32
-    target: torch.Tensor  # B x 1 x L bool, the target at the same pixels
-    iou_pred: torch.Tensor  # B x M, float32
-    whole_mask: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (rows, mask index) -> rows x 4H x 4W
-
-
-def decode_for_loss(model: ToyModel, cfg: TrainConfig, emb, sparse, dense, target: torch.Tensor,
-                    gen: torch.Generator, ops: StepOps) -> Decoded:
-    """Decode B prompt sets; with ``cfg.pixel_samples`` the masks only at that many sampled pixels
-    (sampled_masks.py: exact at those pixels, and the 4H x 4W maps are never built with gradients).
-    ``target``: B x H0 x W0 bool."""
-    B, H0, W0 = target.shape
-    if not 0 < cfg.pixel_samples < H0 * W0:
-        masks, iou_pred = decode_embedded(model, emb, sparse, dense, ops)  # B x M x 4H x 4W, B x M
-        masks = masks.float()  # the losses in float32, also under autocast
-        return Decoded(masks.flatten(2), target.flatten(1)[:, None], iou_pred.float(),
-                       lambda rows, idx: masks[rows, idx].detach())
-    if cfg.pixel_samples % PLACES:
-        raise ValueError(f"pixel_samples must be a multiple of {PLACES}, got {cfg.pixel_samples}")
-    H, W = emb.shape[-2:]
-    cells = sample_cells(B, H, W, cfg.pixel_samples // PLACES, gen, target.device)  # B x G x n
-    masks_at, iou_pred, hyper_in, src = ops.predict_masks_at(
-        emb, model.prompt_encoder.get_dense_pe(), sparse, dense, cells)  # B x M x L, B x M, B x M x C/8, B x C x H x W
-    target_at = torch.gather(target.flatten(1), 1, pixel_index(cells, W))[:, None]  # B x 1 x L
-
-    def whole_mask(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return ops.full_mask(src[rows].detach(), hyper_in[rows, idx].detach()).float()  # rows x 4H x 4W
-
-    return Decoded(masks_at.float(), target_at, iou_pred.float(), whole_mask)
 
 
 def stage_at(step: int, cfg: TrainConfig) -> int:
@@ -312,6 +263,8 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
                              device=device, image_size=image_size)
     prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction)
     B = prompts.target.shape[0]
+    target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
+    target_f = target.float()
 
     emb = ops.encode(scenes.images)  # S x C x H x W
     emb = emb[prompts.scene]  # B x C x H x W, paired with the prompt sets
@@ -321,9 +274,9 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     sp_point, dense = model.prompt_encoder(points=(prompts.point, ones), boxes=None, masks=None)  # B x 2 x C
     sp_box, _ = model.prompt_encoder(points=None, boxes=prompts.box, masks=None)  # B x 2 x C
     sparse = torch.where(prompts.is_point[:, None, None], sp_point, sp_box)  # B x 2 x C
-    out = decode_for_loss(model, cfg, emb, sparse, dense, prompts.target, gen, ops)
-    logits, target, iou_pred = out.logits, out.target, out.iou_pred  # B x M x L, B x 1 x L, B x M (L: all or sampled pixels)
-    target_f = target.float()
+    masks, iou_pred = decode_embedded(model, emb, sparse, dense, ops)  # B x M x 4H x 4W, B x M
+    masks, iou_pred = masks.float(), iou_pred.float()  # the losses in float32, also under autocast
+    logits = masks.flatten(2)  # B x M x L
     per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
     best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
     # token 0 answers a click with the clicked shape itself: not trained on the whole-object reading
@@ -342,7 +295,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     if n2 > 0:
         sel = torch.arange(n2, device=device) * B // n2  # spread over the scenes
         chosen = torch.where(prompts.is_point[sel], best_idx[sel] + 1, torch.zeros_like(sel))  # n2
-        prev = out.whole_mask(sel, chosen)  # n2 x 4H x 4W
+        prev = masks[sel, chosen].detach()  # n2 x 4H x 4W
         tgt2 = prompts.target[sel]  # n2 x H0 x W0
         error = (prev > 0) ^ tgt2
         error = torch.where(error.flatten(1).any(1)[:, None, None], error, tgt2)
@@ -355,8 +308,10 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         sp_a, dense2 = model.prompt_encoder(points=pts_a, boxes=None, masks=mask_prompt)  # n2 x 3 x C
         sp_b, _ = model.prompt_encoder(points=(click[:, None], label[:, None]), boxes=prompts.box[sel], masks=None)
         sparse2 = torch.where(prompts.is_point[sel][:, None, None], sp_a, sp_b)  # n2 x 3 x C
-        out2 = decode_for_loss(model, cfg, emb[sel], sparse2, dense2, tgt2, gen, ops)
-        logits2, t2, iou2 = out2.logits, out2.target, out2.iou_pred  # n2 x M x L, n2 x 1 x L, n2 x M
+        masks2, iou2 = decode_embedded(model, emb[sel], sparse2, dense2, ops)
+        masks2, iou2 = masks2.float(), iou2.float()
+        logits2 = masks2.flatten(2)
+        t2 = tgt2.flatten(1)[:, None]
         loss2 = FOCAL_WEIGHT * ops.focal_loss(logits2[:, :1], t2.float()) + ops.dice_loss(logits2[:, :1], t2.float())
         with torch.no_grad():
             actual2 = mask_ious(logits2, t2)
