@@ -4,6 +4,7 @@ same run. Steps alternate between the variants, so drift in the machine's speed 
 
     python benchmarks/bench_train_step.py                     # 256 x 256, B = 3 x 8, bf16, compiled, 2 threads
     python benchmarks/bench_train_step.py --size 128 --steps 10
+    python benchmarks/bench_train_step.py --no-retain-memory  # malloc as it is (train-toy keeps freed memory)
 
 Prints per variant: the median seconds of a step, min and max, and the ratio to the first variant
 (cpu-amp's step: rewrites on). Each variant compiles first (minutes on a CPU, less
@@ -20,7 +21,7 @@ from dataclasses import replace
 import torch
 
 from sam_explain.toy.model import ToyModel
-from sam_explain.toy.train import SCHEDULES, StepOps, train_step
+from sam_explain.toy.train import SCHEDULES, StepOps, retain_freed_memory, train_step
 
 VARIANTS = (  # (label, pattern_matcher)
     ("rewrites on (fused attention)", True),
@@ -34,8 +35,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (compiling)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="glibc's malloc keeps freed memory, as train-toy does on CPU (process-wide, so "
+                             "compare it across two runs of this script)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retained = args.retain_memory and retain_freed_memory()
     base = replace(SCHEDULES["cpu-amp"], stages=((args.size, 10_000),), compile=True)  # the switch acts on compiling
     runs = []
     for label, patterns in VARIANTS:
@@ -58,7 +63,8 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - t)
     print(f"\n{args.size} x {args.size}, B = {base.scenes_per_step} x {base.prompts_per_scene}, "
-          f"amp={base.amp}, compile={base.compile}, {args.threads} threads, torch {torch.__version__}")
+          f"amp={base.amp}, compile={base.compile}, {args.threads} threads, freed memory kept: {retained}, "
+          f"torch {torch.__version__}")
     ref = statistics.median(runs[0][-1])
     for label, *_, times in runs:
         med = statistics.median(times)
