@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "took 3.4 s instead of 4.7 s (benchmarks/bench_train_step.py)")
     p.add_argument("--retain-memory", action=argparse.BooleanOptionalAction, default=None,
                    help="on CPU with glibc: malloc keeps freed memory instead of returning it to the kernel, which "
-                        "spares a page fault per 4 KiB page each step (default: on; a 256 px step took 2.5 s "
-                        "instead of 3.6 s). --no-retain-memory leaves malloc as it is")
+                        "spares a page fault per 4 KiB page each step (default: on; a 256 px step took 2.4 s "
+                        "instead of 3.7 s, benchmarks/bench_train_step.py). --no-retain-memory leaves malloc as it is")
     p.add_argument("--checkpoint-every", type=int, default=25, help="write the weights every this many steps")
     p.add_argument("--resume", help="a .state.pt written next to --out by an earlier run")
     p.add_argument("--init", help="start from these weights (safetensors) instead of from scratch")
