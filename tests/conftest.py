@@ -27,12 +27,3 @@ def sam_pair():
     p.load_state_dict(op.state_dict(), strict=True)
     return od, op, d, p
 
-
-@pytest.fixture(autouse=True)
-def heap_calls(monkeypatch):
-    """On CPU, train() asks glibc's malloc to keep freed memory, which is process-wide and cannot be
-    undone; in the test process the call is only recorded. test_toy.py measures the real effect in
-    a subprocess."""
-    calls = []
-    monkeypatch.setattr("sam_explain.toy.train.retain_freed_memory", lambda: calls.append(True) or True)
-    return calls

@@ -14,6 +14,16 @@ from sam_explain.toy.model import ToyModel, default_weights_path
 from sam_explain.toy.train import SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts, train
 
 
+
+@pytest.fixture(autouse=True)
+def heap_calls(monkeypatch):
+    """On CPU, train() asks glibc's malloc to keep freed memory, which is process-wide and cannot be
+    undone; in the test process the call is only recorded. A test below measures the real effect in
+    a subprocess."""
+    calls = []
+    monkeypatch.setattr("sam_explain.toy.train.retain_freed_memory", lambda: calls.append(True) or True)
+    return calls
+
 def test_scenes_have_documented_shapes_and_are_deterministic():
     a = generate_scenes(3, seed=5, image_size=64)
     b = generate_scenes(3, seed=5, image_size=64)
