@@ -26,4 +26,3 @@ def sam_pair():
     d.load_state_dict(od.state_dict(), strict=True)
     p.load_state_dict(op.state_dict(), strict=True)
     return od, op, d, p
-

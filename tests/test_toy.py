@@ -1,6 +1,5 @@
 """The toy world: scenes, training, and the shipped weights."""
 
-import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,7 +10,8 @@ import torch
 
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
-from sam_explain.toy.train import SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts, train
+from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts,
+                                   train)
 
 
 
@@ -125,7 +125,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(not ON_GLIBC, reason="glibc only")
 def test_retain_freed_memory_stops_the_page_faults_of_reallocating():
     """Five times 64 MiB allocated, filled and freed: by default each is a fresh mmap, 16,384 pages
     faulted in each time; with retain_freed_memory() the heap is reused (measured: 0 faults, now and

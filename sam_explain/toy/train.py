@@ -342,6 +342,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, glibc's malloc.h
+ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # where mallopt exists
 
 
 def retain_freed_memory() -> bool:
@@ -352,7 +353,7 @@ def retain_freed_memory() -> bool:
     With no mmap and no trimming the heap is reused, and the memory is no longer given back between
     steps (the peak resident memory at 256 px: 3.0 GB instead of 2.4 GB). Process-wide and
     irreversible. Returns whether it was applied (False where the C library is not glibc)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not ON_GLIBC:
         return False
     libc = ctypes.CDLL(None)
     ok_mmap = libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, not from mmap
