@@ -200,21 +200,23 @@ THRESHOLDS = {"click_best_of_3_miou": 0.70, "click_single_mask_miou": 0.60, "box
 
 def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one_thread, heap_calls):
     """`sam-explain train-toy` writes loadable weights recording its configuration (the --compile,
-    --amp and --pattern-matcher overrides included); `sam-explain eval-toy` measures them and can stamp the figures in."""
+    --amp, --pattern-matcher and --stages overrides included); `sam-explain eval-toy` measures them and can stamp the figures in."""
     import json
 
     from sam_explain.cli import main
 
     out = tmp_path / "tiny.safetensors"
     assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--amp", "--seed", "3", "--no-pattern-matcher",
+                 "--stages", "32:30,48:10",
                  "--no-retain-memory", "--checkpoint-every", "0", "--log", str(tmp_path / "train.log")]) == 0
     model = toy_model(out)
     config = json.loads(model.metadata["config"])
     assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "40"
     assert config["compile"] is False and config["amp"] is True and config["seed"] == 3
     assert config["pattern_matcher"] is False and config["retain_memory"] is False and heap_calls == []
+    assert config["stages"] == [[32, 30], [48, 10]]
     assert "step 39 " in (tmp_path / "train.log").read_text()
-    # Trained on 32 x 32 scenes, but the weights do not depend on the size: they load at SAM's grid.
+    # Trained on 32 and 48 px scenes, but the weights do not depend on the size: they load at SAM's grid.
     assert model.image_size == 256 and model.prompt_encoder.image_embedding_size == (64, 64)
 
     capsys.readouterr()
@@ -223,3 +225,26 @@ def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one
     assert "one click, best of the 3 multimask outputs" in report
     figures = json.loads(toy_model(out).metadata["figures"])
     assert figures["scenes"] == 2 and 0.0 <= figures["click_best_of_3_miou"] <= 1.0
+
+
+def test_stages_that_cannot_train_are_refused_with_the_expected_and_the_actual(capsys, heap_calls):
+    """--stages and TrainConfig refuse what cannot train (a size off the 4-pixel patch grid, no steps, a
+    decay stage that does not exist), naming what was expected and what was given; nothing is trained."""
+    from sam_explain.cli import main
+    from sam_explain.commands.toy import parse_stages
+
+    assert parse_stages("64:1200, 256:800") == ((64, 1200), (256, 800))
+    with pytest.raises(ValueError, match=r"multiple of 4 .* got H0 = 50"):
+        TrainConfig(stages=((50, 10),))
+    with pytest.raises(ValueError, match="at least 1 step per stage, got 0 at H0 = 64"):
+        TrainConfig(stages=((64, 0),))
+    with pytest.raises(ValueError, match=r"stage index in 0\.\.0 \(1 stages\), got 1"):
+        replace(SCHEDULES["quick"], stages=((64, 10),))  # quick decays from its second stage
+
+    with pytest.raises(SystemExit):  # argparse: usage and the message, exit status 2
+        main(["train-toy", "--schedule", "tiny", "--stages", "64-1200"])
+    assert "expected H0:STEPS pairs separated by commas" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    with pytest.raises(SystemExit, match=r"train-toy: decay_from_stage: expected a stage index in 0\.\.0"):
+        main(["train-toy", "--schedule", "quick", "--stages", "64:10", "--threads", str(threads + 1)])
+    assert heap_calls == [] and torch.get_num_threads() == threads  # nothing ran, nothing changed

@@ -39,6 +39,8 @@ from .scenes import SceneBatch, generate_scenes
 
 FOCAL_WEIGHT = 20.0  # SAM: focal : dice = 20 : 1
 TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evaluation uses its own stream)
+PATCH_SIZE = 4  # the toy encoder's patch: an H0 x W0 image gives an H0/4 x W0/4 grid
+MIN_IMAGE_SIZE = 32  # the smallest H0 trained on (the "tiny" schedule: an 8 x 8 grid)
 
 
 @dataclass
@@ -60,6 +62,20 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
     retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
+
+    def __post_init__(self) -> None:
+        # Every schedule, and every override of one (train-toy --stages), passes through here.
+        if not self.stages:
+            raise ValueError("stages: expected at least one (H0, steps) stage, got none")
+        for size, steps in self.stages:
+            if size < MIN_IMAGE_SIZE or size % PATCH_SIZE:
+                raise ValueError(f"stages: expected each H0 a multiple of {PATCH_SIZE} (the encoder's patch) "
+                                 f"and at least {MIN_IMAGE_SIZE}, got H0 = {size} in {self.stages}")
+            if steps < 1:
+                raise ValueError(f"stages: expected at least 1 step per stage, got {steps} at H0 = {size}")
+        if not 0 <= self.decay_from_stage < len(self.stages):
+            raise ValueError(f"decay_from_stage: expected a stage index in 0..{len(self.stages) - 1} "
+                             f"({len(self.stages)} stages), got {self.decay_from_stage}")
 
     @property
     def steps(self) -> int:
@@ -107,7 +123,8 @@ SCHEDULES: Dict[str, TrainConfig] = {
     "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
 }
 # cpu-amp with inductor's pattern rewrites off (explicit attention) and 1,000 steps at 256 px instead of
-# 850: 5,728 s measured before retain_memory existed, 0.792 best of three (docs/toy_model.md).
+# 850: 5,728 s measured before retain_memory existed, 0.792 best of three; with the memory kept and
+# --stages 64:1200,128:2000,256:1200, 4,991 s and 0.776 (docs/toy_model.md).
 SCHEDULES["cpu-explicit"] = replace(SCHEDULES["cpu-amp"], stages=((64, 1200), (128, 2000), (256, 1000)),
                                     pattern_matcher=False)
 
