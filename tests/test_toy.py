@@ -14,7 +14,6 @@ from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bo
                                    train)
 
 
-
 @pytest.fixture(autouse=True)
 def heap_calls(monkeypatch):
     """On CPU, train() asks glibc's malloc to keep freed memory, which is process-wide and cannot be
@@ -23,6 +22,7 @@ def heap_calls(monkeypatch):
     calls = []
     monkeypatch.setattr("sam_explain.toy.train.retain_freed_memory", lambda: calls.append(True) or True)
     return calls
+
 
 def test_scenes_have_documented_shapes_and_are_deterministic():
     a = generate_scenes(3, seed=5, image_size=64)

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
 
+OVERRIDES = ("stages", "seed", "compile", "amp", "pattern_matcher", "retain_memory")  # TrainConfig fields
+
+
 def parse_stages(text: str) -> tuple:
     """'64:1200,128:2000' -> ((64, 1200), (128, 2000)): the --stages argument."""
     stages = []
@@ -78,19 +81,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..toy.train import SCHEDULES, train
 
-    cfg = replace(SCHEDULES[args.schedule], device=args.device)
-    if args.stages is not None:
-        cfg = replace(cfg, stages=args.stages)  # TrainConfig checks them against decay_from_stage
-    if args.seed is not None:
-        cfg = replace(cfg, seed=args.seed)
-    if args.compile is not None:
-        cfg = replace(cfg, compile=args.compile)
-    if args.amp is not None:
-        cfg = replace(cfg, amp=args.amp)
-    if args.pattern_matcher is not None:
-        cfg = replace(cfg, pattern_matcher=args.pattern_matcher)
-    if args.retain_memory is not None:
-        cfg = replace(cfg, retain_memory=args.retain_memory)
+    # Each override given on the command line replaces that field of the schedule; TrainConfig checks
+    # the result (the --stages against the schedule's decay_from_stage, for one).
+    overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    cfg = replace(SCHEDULES[args.schedule], device=args.device, **overrides)
     torch.set_num_threads(args.threads)  # only once the configuration is known to be valid
     log = None
     if args.log:

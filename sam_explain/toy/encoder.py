@@ -20,6 +20,8 @@ from torch.nn import functional as F
 
 from ..modeling.common import LayerNorm2d
 
+PATCH_SIZE = 4  # pixels per embedding cell: an H0 x W0 image gives an H0/4 x W0/4 grid
+
 
 class ResidualConv(nn.Module):
     """x + conv(gelu(norm(x))): S x D x H x W -> S x D x H x W."""
@@ -37,7 +39,7 @@ class ToyImageEncoder(nn.Module):
     def __init__(
         self,
         image_size: int = 256,
-        patch_size: int = 4,
+        patch_size: int = PATCH_SIZE,
         dim: int = 96,
         out_chans: int = 256,
         dilations: tuple = (1, 2, 4, 8),

@@ -34,12 +34,12 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch.nn import functional as F
 
+from .encoder import PATCH_SIZE
 from .model import ToyModel, save_toy_weights
 from .scenes import SceneBatch, generate_scenes
 
 FOCAL_WEIGHT = 20.0  # SAM: focal : dice = 20 : 1
 TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evaluation uses its own stream)
-PATCH_SIZE = 4  # the toy encoder's patch: an H0 x W0 image gives an H0/4 x W0/4 grid
 MIN_IMAGE_SIZE = 32  # the smallest H0 trained on (the "tiny" schedule: an 8 x 8 grid)
 
 
