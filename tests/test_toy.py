@@ -96,6 +96,38 @@ def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe, heap_cal
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:3]), losses
 
 
+def test_context_branch_computes_the_same_features_at_every_image_size(one_thread, tmp_path):
+    """With context_size = h0 the encoder's context branch sees the image resized to h0 x h0: a 256 px
+    scene and its 64 px area average give it the same features, while the embedding keeps the
+    H x W = H0/4 x W0/4 grid. A schedule with the branch writes weights that toy_model() loads back."""
+    from sam_explain.toy.encoder import ToyImageEncoder
+
+    torch.manual_seed(0)
+    encoder = ToyImageEncoder(dim=16, dilations=(1, 2), context_size=64).eval()
+    seen = []
+    encoder.context_blocks.register_forward_hook(lambda module, args, out: seen.append(out))
+    big = generate_scenes(2, seed=3, image_size=256).images  # S x 3 x 256 x 256
+    small = torch.nn.functional.avg_pool2d(big, 4)  # S x 3 x 64 x 64
+    with torch.no_grad():
+        assert encoder(big).shape == (2, 256, 64, 64) and encoder(small).shape == (2, 256, 16, 16)
+    assert seen[0].shape == seen[1].shape == (2, 16, 16, 16)
+    torch.testing.assert_close(seen[0], seen[1], atol=1e-5, rtol=1e-5)
+
+    cfg = replace(SCHEDULES["tiny"], stages=((32, 2),), encoder_dim=16, encoder_dilations=(1,), encoder_context_size=32)
+    out = tmp_path / "context.safetensors"
+    trained, _ = train(cfg, out=out, progress=False, checkpoint_every=0)
+    loaded = toy_model(out)
+    assert loaded.encoder_config == {"dim": 16, "dilations": (1,), "context_size": 32}
+    assert len(loaded.image_encoder.blocks) == 1 and loaded.image_encoder.context_size == 32
+    theirs = loaded.state_dict()
+    assert theirs.keys() == trained.state_dict().keys()
+    for key, value in trained.state_dict().items():  # the weights are written in float16
+        torch.testing.assert_close(theirs[key], value.half().float(), atol=0, rtol=0)
+
+    with pytest.raises(ValueError, match=r"context_size: expected 0 .* multiple of the patch \(4 px\), got 30"):
+        ToyImageEncoder(context_size=30)
+
+
 def test_pattern_matcher_switch_reaches_torch_compile(monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: seen.append(kwargs) or fn)
