@@ -58,7 +58,6 @@ class ToyImageEncoder(nn.Module):
         out_chans: int = 256,
         dilations: tuple = DILATIONS,
         context_size: int = 0,
-        context_dilations: tuple = DILATIONS,
     ) -> None:
         """Arguments:
           image_size: H0 = W0, the toy image's side in pixels (256).
@@ -67,8 +66,8 @@ class ToyImageEncoder(nn.Module):
           out_chans: C, the embedding channels (256, as SAM).
           dilations: one residual 3 x 3 conv per entry.
           context_size: 0, or h0: a context branch that sees the image resized to h0 x h0 pixels
-            whatever H0 is, so that it computes the same features at every image size.
-          context_dilations: the context branch's residual convs, on its h0/4 x h0/4 grid.
+            whatever H0 is, so that it computes the same features at every image size (its residual
+            convs, on an h0/4 x h0/4 grid, have the default dilations 1, 2, 4, 8).
         """
         super().__init__()
         if context_size and (context_size < patch_size or context_size % patch_size):
@@ -80,7 +79,7 @@ class ToyImageEncoder(nn.Module):
         self.context_size = context_size
         if context_size:
             self.context_embed = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-            self.context_blocks = nn.Sequential(*(ResidualConv(dim, d) for d in context_dilations))
+            self.context_blocks = nn.Sequential(*(ResidualConv(dim, d) for d in DILATIONS))
         self.neck = nn.Sequential(nn.Conv2d(dim, out_chans, kernel_size=1), LayerNorm2d(out_chans))
         self.register_buffer("pixel_mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
