@@ -10,8 +10,8 @@ import torch
 
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
-from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bounding_boxes, sample_prompts,
-                                   train)
+from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bounding_boxes, encoder_config,
+                                   sample_prompts, train, train_step)
 
 
 @pytest.fixture(autouse=True)
@@ -94,6 +94,18 @@ def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe, heap_cal
     losses = history["loss"]
     assert len(losses) == 30
     assert np.mean(losses[-8:]) < 0.6 * np.mean(losses[:3]), losses
+
+
+def test_iterative_clicks_only_in_the_stages_from_iterative_min_size(one_thread):
+    """quick trains the error-region clicks from 128 px on: a step at a smaller H0 has no second pass."""
+    assert SCHEDULES["quick"].iterative_min_size == 128
+    cfg = replace(SCHEDULES["tiny"], stages=((32, 1), (64, 1)), encoder_dim=16, iterative_min_size=64)
+    model = ToyModel(encoder_config=encoder_config(cfg)).train()
+    gen = torch.Generator().manual_seed(0)
+    at_32 = train_step(model, cfg, 0, gen)  # H0 = 32 < 64
+    at_64 = train_step(model, cfg, 1, gen)  # H0 = 64
+    assert "mask_iter" not in at_32 and "iou_iter" not in at_32, at_32
+    assert np.isfinite(at_64["mask_iter"]) and np.isfinite(at_64["iou_iter"]), at_64
 
 
 def test_context_branch_computes_the_same_features_at_every_image_size(one_thread, tmp_path):
