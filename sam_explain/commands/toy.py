@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cpu-explicit: cpu-amp with --no-pattern-matcher and 1,000 steps at 256 px (95 min measured before --retain-memory, 0.79; "
                         "with --stages 64:1200,128:2000,256:1200 and the memory kept: 83 min, 0.78); "
                         "cpu-wide: cpu-explicit with quick's encoder (D = 192, context branch) and 2,000 steps at 64 px (83 min measured, 2 threads; 0.78, 0.65 single mask); "
-                        "cpu-128: cpu-wide with the iterative clicks from 128 px on and most steps at 128 px (being measured); "
+                        "cpu-128: cpu-wide with the iterative clicks from 128 px on and most steps at 128 px (73 min measured, 2 threads; 0.77, 0.66 single mask); "
                         "cpu-b8: from scratch, 64 px eager then 256 px compiled, 8 scenes x 1 prompt set a step (76 min measured, 2 threads; 0.70, below cpu-amp); "
                         "quick: from scratch on CPU, eager, mostly 64 px, an encoder with D = 192 and a context branch and the iterative clicks from 128 px on (18.3 min measured, 2 threads; 0.766)")
     p.add_argument("--stages", type=parse_stages, default=None, metavar="H0:STEPS,...",
