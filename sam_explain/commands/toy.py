@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cpu-wide: cpu-explicit with quick's encoder (D = 192, context branch) and 2,000 steps at 64 px (83 min measured, 2 threads; 0.78, 0.65 single mask); "
                         "cpu-128: cpu-wide with the iterative clicks from 128 px on and most steps at 128 px (73 min measured, 2 threads; 0.77, 0.66 single mask); "
                         "cpu-b8: from scratch, 64 px eager then 256 px compiled, 8 scenes x 1 prompt set a step (76 min measured, 2 threads; 0.70, below cpu-amp); "
-                        "quick: from scratch on CPU, eager, mostly 64 px, an encoder with D = 192 and a context branch and the iterative clicks from 128 px on (18.3 min measured, 2 threads; 0.766)")
+                        "quick: from scratch on CPU, eager, mostly 64 px, an encoder with D = 192 and a context branch and the iterative clicks from 128 px on (18.3 min measured, 2 threads; 0.766 with the default seed, 0.70 with seeds 14 and 15)")
     p.add_argument("--stages", type=parse_stages, default=None, metavar="H0:STEPS,...",
                    help="replace the schedule's stages (image size H0 in px, steps), smallest images first, "
                         "e.g. 64:1200,128:2000,256:1200; everything else stays the schedule's")

@@ -96,7 +96,7 @@ SCHEDULES: Dict[str, TrainConfig] = {
     # CPU, two threads, from scratch, eager (no compiler needed): mostly 64 x 64, where a step is cheapest,
     # then 128 and 256; an encoder twice as wide (D = 192) with a context branch that sees every image at
     # 64 x 64, so that the 64 px steps carry over to 256 px; the iterative clicks from 128 px on:
-    # 1,096 s measured, 0.766 best of three (docs/toy_model.md).
+    # 1,096 s measured, 0.766 best of three; with seeds 14 and 15, 0.703 and 0.700 (docs/toy_model.md).
     "quick": TrainConfig(stages=((64, 1800), (128, 560), (256, 36)), scenes_per_step=3, prompts_per_scene=8,
                          lr=6e-4, warmup=100, seed=13, encoder_dim=192, encoder_dilations=(1, 2),
                          encoder_context_size=64, iterative_min_size=128, decay_from_stage=1, amp=True,
