@@ -215,6 +215,12 @@ def test_shipped_weights_segment_held_out_scenes(one_thread):
     assert figures["click_best_of_3_miou"] >= THRESHOLDS["click_best_of_3_miou"], figures
     assert figures["click_single_mask_miou"] >= THRESHOLDS["click_single_mask_miou"], figures
     assert figures["box_miou"] >= THRESHOLDS["box_miou"], figures
+    # The best of three splits into clicks for whole objects and for nested parts, weighted by their counts.
+    n, n_parts = figures["prompts"], figures["nested_parts"]
+    assert 0 < n_parts < n, figures
+    split = (n - n_parts) * figures["click_best_of_3_miou_objects"] + n_parts * figures["click_best_of_3_miou_parts"]
+    assert split == pytest.approx(n * figures["click_best_of_3_miou"], rel=1e-5), figures
+    assert 0.0 < figures["nested_best_iou_whole"] <= 1.0, figures
 
 
 
@@ -267,6 +273,7 @@ def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one
     assert main(["eval-toy", "--weights", str(out), "--scenes", "2", "--stamp"]) == 0
     report = capsys.readouterr().out
     assert "one click, best of the 3 multimask outputs" in report
+    assert "for nested parts" in report and "against the whole object" in report
     figures = json.loads(toy_model(out).metadata["figures"])
     assert figures["scenes"] == 2 and 0.0 <= figures["click_best_of_3_miou"] <= 1.0
 
