@@ -64,8 +64,6 @@ class TrainConfig:
     pattern_matcher: bool = True  # with compile: inductor's graph rewrites, among them explicit attention -> fused SDPA
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
-    both_readings: bool = False  # a click on a nested part trains two distinct multimask outputs: part and whole
-    part_weight: float = 1.0  # how much likelier a nested part is drawn as the target than a whole object
     retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
 
     def __post_init__(self) -> None:
@@ -189,12 +187,10 @@ class PromptBatch:
     point: torch.Tensor  # B x 1 x 2
     box: torch.Tensor  # B x 4
     whole_for_part: torch.Tensor  # B bool: a click on a nested part whose target is the whole object
-    two_readings: torch.Tensor  # B bool: a click that lies on a nested part (the part, or its whole object)
-    other: torch.Tensor  # B x H0 x W0 bool: the reading of such a click that is not the target
 
 
 def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, point_fraction: float = 0.5,
-                   whole_fraction: float = 0.0, part_weight: float = 1.0) -> PromptBatch:
+                   whole_fraction: float = 0.0) -> PromptBatch:
     """P prompt sets per scene: a valid target mask, then one click inside it or a noisy box around it.
 
     A click on a nested part is ambiguous; with probability ``whole_fraction`` its target becomes the
@@ -203,8 +199,6 @@ def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, poi
     device = scenes.images.device
     valid = scenes.targets_valid.float()  # S x 2K
     valid[:, 0] = valid[:, 0] + (valid.sum(1) == 0).float()  # a scene with no valid target keeps slot 0
-    if part_weight != 1.0:
-        valid[:, scenes.object_masks.shape[1]:] *= part_weight  # S x 2K: objects, then parts
     choice = torch.multinomial(valid, per_scene, replacement=True, generator=gen)  # S x P
     scene = torch.arange(S, device=device).repeat_interleave(per_scene)  # B
     target = scenes.targets[scene, choice.flatten()]  # B x H0 x W0
@@ -219,17 +213,7 @@ def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, poi
         to_whole &= torch.rand(B, generator=gen, device=device) < whole_fraction
         target = torch.where(to_whole[:, None, None], scenes.object_masks[scene, obj], target)  # B x H0 x W0
     box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
-    # Both readings of a click on a nested part (no random draws: the stream stays as it was).
-    K = scenes.object_masks.shape[1]
-    obj = choice.flatten() % K  # B, the object a target belongs to
-    part = scenes.part_masks[scene, obj]  # B x H0 x W0
-    whole = scenes.object_masks[scene, obj]  # B x H0 x W0
-    xi, yi = point[:, 0, 0].long(), point[:, 0, 1].long()
-    on_part = part[torch.arange(B, device=device), yi, xi]  # B
-    two_readings = is_point & on_part & scenes.part_valid[scene, obj] & scenes.object_valid[scene, obj]
-    target_is_part = (choice.flatten() >= K) & ~to_whole  # B
-    other = torch.where(target_is_part[:, None, None], whole, part)  # B x H0 x W0
-    return PromptBatch(scene, target, is_point, point, box, to_whole, two_readings, other)
+    return PromptBatch(scene, target, is_point, point, box, to_whole)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -256,17 +240,6 @@ def mask_ious(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (pred & target).sum(-1).float()
     union = (pred | target).sum(-1).float()
     return inter / union.clamp(min=1)
-
-
-def two_readings_loss(per_target: torch.Tensor, per_other: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """SAM's minimum over the multimask outputs, for a click with two right answers (a nested part, or
-    its whole object): one output takes the target, a different one the other reading.
-    B x 3 losses against each -> the least sum over pairs i != j (B), and i, the output on the target (B)."""
-    n = per_target.shape[1]
-    pairs = per_target[:, :, None] + per_other[:, None, :]  # B x 3 x 3: output i on the target, j on the other
-    pairs = pairs.masked_fill(torch.eye(n, dtype=torch.bool, device=pairs.device), float("inf"))  # i != j
-    loss, flat = pairs.flatten(1).min(dim=1)  # B
-    return loss, flat // n
 
 
 @dataclass
@@ -331,8 +304,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         model.set_image_size(image_size)
     scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
                              device=device, image_size=image_size)
-    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction,
-                             part_weight=cfg.part_weight)
+    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction)
     B = prompts.target.shape[0]
     target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
     target_f = target.float()
@@ -350,23 +322,12 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     logits = masks.flatten(2)  # B x M x L
     per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
     best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
-    if cfg.both_readings:  # the target on one multimask output, the other reading on another
-        other_f = prompts.other.flatten(1)[:, None].float()  # B x 1 x L
-        per_other = FOCAL_WEIGHT * ops.focal_loss(logits[:, 1:], other_f) + ops.dice_loss(logits[:, 1:], other_f)  # B x 3
-        pair_loss, pair_idx = two_readings_loss(per_mask[:, 1:], per_other)  # B, B
-        best_multi = torch.where(prompts.two_readings, pair_loss, best_multi)
-        best_idx = torch.where(prompts.two_readings, pair_idx, best_idx)
     # token 0 answers a click with the clicked shape itself: not trained on the whole-object reading
     single_loss = torch.where(prompts.whole_for_part, 0.0, per_mask[:, 0])  # B
     mask_loss = torch.where(prompts.is_point, best_multi + single_loss, per_mask[:, 0])  # B
     with torch.no_grad():
         actual = mask_ious(logits, target)  # B x M
-        iou_target = actual
-        if cfg.both_readings:  # a multimask output is as good as the better of the two readings
-            other_iou = mask_ious(logits[:, 1:], prompts.other.flatten(1)[:, None])  # B x 3
-            better = torch.where(prompts.two_readings[:, None], torch.maximum(actual[:, 1:], other_iou), actual[:, 1:])
-            iou_target = torch.cat([actual[:, :1], better], dim=1)  # B x M
-    iou_loss = F.mse_loss(iou_pred, iou_target)
+    iou_loss = F.mse_loss(iou_pred, actual)
     loss = mask_loss.mean() + iou_loss
     stats = {"mask": mask_loss.mean().item(), "iou_mse": iou_loss.item(),
              "iou_click_best3": actual[prompts.is_point, 1:].max(1).values.mean().item() if prompts.is_point.any() else float("nan"),
