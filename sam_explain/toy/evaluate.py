@@ -40,7 +40,7 @@ def evaluate(
     pe = model.prompt_encoder.get_dense_pe()  # 1 x C x H x W
     best3, single, ranked, box_iou, pred_all, act_all, on_part = [], [], [], [], [], [], []
     best_with_whole = []
-    covered, nested = 0, 0
+    covered = 0
     for start in range(0, num_scenes, chunk):
         n = min(chunk, num_scenes - start)
         scenes = generate_scenes(n, seed=seed + start, device=device, image_size=size)
@@ -61,23 +61,21 @@ def evaluate(
             sparse, dense = model.prompt_encoder(points=(clicks, labels), boxes=None, masks=None)
             masks, iou_pred = model.mask_decoder.predict_masks(emb, pe, sparse, dense)  # B x M x 4H x 4W, B x M
             actual = mask_ious(masks.flatten(2), t)  # B x M
-            best3.append(actual[:, 1:].max(1).values)
-            on_part.append(idx >= K)
+            best = actual[:, 1:].max(1).values  # B, the best of the three multimask outputs
+            is_part = idx >= K  # B, the click was drawn for a nested part
+            best3.append(best)
+            on_part.append(is_part)
             single.append(actual[:, 0])
             ranked.append(actual[:, 1:].gather(1, iou_pred[:, 1:].argmax(1, keepdim=True))[:, 0])
             pred_all.append(iou_pred[:, 1:].flatten())
             act_all.append(actual[:, 1:].flatten())
 
-            # Nested parts: does some output match the part and some output the whole object?
-            is_part = idx >= K
+            # Nested parts: does some output match the part (its best is ``best``) and some output the whole object?
             if is_part.any():
                 whole = scenes.object_masks[s, idx[is_part] - K].flatten(1)[:, None]  # P x 1 x L
-                multi = masks[is_part, 1:].flatten(2)  # P x 3 x L
-                part_best = mask_ious(multi, t[is_part]).max(1).values  # P
-                whole_best = mask_ious(multi, whole).max(1).values  # P
+                whole_best = mask_ious(masks[is_part, 1:].flatten(2), whole).max(1).values  # P
                 best_with_whole.append(whole_best)
-                covered += int(((part_best >= cover_iou) & (whole_best >= cover_iou)).sum())
-                nested += int(is_part.sum())
+                covered += int(((best[is_part] >= cover_iou) & (whole_best >= cover_iou)).sum())
 
             boxes = bounding_boxes(tgt)  # B x 4
             sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
@@ -87,6 +85,7 @@ def evaluate(
     cat = torch.cat
     pred, act = cat(pred_all), cat(act_all)
     best3_all, on_part_all = cat(best3), cat(on_part)
+    nested = int(on_part_all.sum())
 
     def mean(x: torch.Tensor) -> float:
         return x.mean().item() if x.numel() else float("nan")
