@@ -299,3 +299,58 @@ def test_stages_that_cannot_train_are_refused_with_the_expected_and_the_actual(c
     with pytest.raises(SystemExit, match=r"train-toy: decay_from_stage: expected a stage index in 0\.\.0"):
         main(["train-toy", "--schedule", "quick", "--stages", "64:10", "--threads", str(threads + 1)])
     assert heap_calls == [] and torch.get_num_threads() == threads  # nothing ran, nothing changed
+
+
+def test_phased_schedule_chains_its_phases_and_goes_on_where_it_stopped(tmp_path, monkeypatch, one_thread, heap_calls):
+    """`train-toy --schedule tiny-phases` trains phase 2 from the weights phase 1 wrote, keeps each phase's
+    weights, and writes the last phase's with the metadata of the whole run. Run again, it trains nothing
+    finished, resumes a phase from its checkpoint, and starts over a phase trained with other options."""
+    import json
+
+    from sam_explain.cli import main
+    from sam_explain.toy import train as train_module
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "toy.safetensors"
+    command = ["train-toy", "--schedule", "tiny-phases", "--out", str(out), "--checkpoint-every", "0"]
+    assert main(command) == 0
+    phase1, phase2 = (tmp_path / f"toy.phase{i}.safetensors" for i in (1, 2))
+    assert toy_model(phase2).metadata["init"] == str(phase1) and "init" not in toy_model(phase1).metadata
+    model = toy_model(out)
+    phases = json.loads(model.metadata["phases"])
+    assert model.metadata["schedule"] == "tiny-phases" and model.metadata["steps_done"] == "80"
+    assert [(p["schedule"], p["config"]["seed"]) for p in phases] == [("tiny", 0), ("tiny", 1)]
+    assert float(model.metadata["train_seconds"]) == pytest.approx(sum(p["train_seconds"] for p in phases), abs=0.1)
+    last = toy_model(phase2).state_dict()
+    assert all(torch.equal(value, last[key]) for key, value in model.state_dict().items())
+    assert not torch.equal(toy_model(phase1).state_dict()["mask_decoder.iou_token.weight"],
+                           last["mask_decoder.iou_token.weight"])  # phase 2 trained on from phase 1
+
+    calls = []
+    monkeypatch.setattr(train_module, "train", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"], kw["init"])))
+    assert main(command) == 0 and calls == []  # both phases finished
+    # Phase 2 stopped after 20 of its 40 steps: it resumes from its training state, from phase 1's weights.
+    meta = toy_model(phase2).metadata
+    save_file(load_file(str(phase2)), str(phase2), metadata={**meta, "steps_done": "20"})
+    phase2.with_suffix(".state.pt").write_bytes(b"")
+    assert main(command) == 0 and calls == [(1, phase2.with_suffix(".state.pt"), phase1)]
+    # With another option (--amp), the weights on disk are not this run's: every phase trains from the start.
+    calls.clear()
+    save_file(load_file(str(phase2)), str(phase2), metadata=meta)
+    assert main([*command, "--amp"]) == 0 and calls == [(0, None, None), (1, None, phase1)]
+    # Phase 1 trains again (its file is another configuration's), so the finished phase 2 after it does too.
+    calls.clear()
+    meta1 = toy_model(phase1).metadata
+    other = json.dumps({**json.loads(meta1["config"]), "seed": 99})
+    save_file(load_file(str(phase1)), str(phase1), metadata={**meta1, "config": other})
+    assert main(command) == 0 and calls == [(0, None, None), (1, None, phase1)]
+
+
+def test_phased_schedule_refuses_what_its_phases_set_for_themselves(tmp_path, heap_calls):
+    from sam_explain.cli import main
+
+    out = tmp_path / "toy.safetensors"
+    with pytest.raises(SystemExit, match=r"tiny-phases is a phased schedule .* expected none of --stages, --seed, "
+                                         r"--resume, --init, got --seed, --init"):
+        main(["train-toy", "--schedule", "tiny-phases", "--out", str(out), "--seed", "3", "--init", "w.safetensors"])
+    assert heap_calls == [] and not list(tmp_path.iterdir())
