@@ -102,12 +102,12 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.schedule} is a phased schedule (its phases set their own stages and seeds, and "
                              f"each starts from the weights of the one before): expected none of "
                              f"{', '.join('--' + name for name in PER_PHASE)}, got {', '.join(given)}")
-        configs = PHASED_SCHEDULES[args.schedule].configs(device=args.device, **overrides)
+        overrides["device"] = args.device
+        configs = PHASED_SCHEDULES[args.schedule].configs(**overrides)  # checked before anything runs
         torch.set_num_threads(args.threads)
         print(f"train-toy: schedule {args.schedule}, {len(configs)} phases, {sum(c.steps for c in configs)} steps, "
               f"device {args.device}")
-        train_phases(args.schedule, Path(args.out), overrides={"device": args.device, **overrides},
-                     checkpoint_every=args.checkpoint_every, log=log)
+        train_phases(args.schedule, Path(args.out), overrides=overrides, checkpoint_every=args.checkpoint_every, log=log)
         print(f"wrote {args.out}")
         return 0
     cfg = replace(SCHEDULES[args.schedule], device=args.device, **overrides)

@@ -536,15 +536,20 @@ def phase_path(out: Path, index: int) -> Path:
     return out.with_name(f"{out.stem}.phase{index}{out.suffix}")
 
 
-def phase_progress(path: Path, cfg: TrainConfig) -> int:
-    """Steps of ``cfg`` already in ``path``: its checkpoint's steps_done if it was written with this very
-    configuration, else 0 (no file, or another configuration: the phase starts over)."""
+def weights_metadata(path: Path) -> Dict[str, str]:
+    """The metadata of a safetensors weights file, without loading its tensors ({} if there is no file)."""
     from safetensors import safe_open
 
     if not path.is_file():
-        return 0
+        return {}
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+        return f.metadata() or {}
+
+
+def phase_progress(path: Path, cfg: TrainConfig) -> int:
+    """Steps of ``cfg`` already in ``path``: its checkpoint's steps_done if it was written with this very
+    configuration, else 0 (no file, or another configuration: the phase starts over)."""
+    meta = weights_metadata(path)
     same = json.loads(meta.get("config", "null")) == json.loads(json.dumps(asdict(cfg)))
     return int(meta.get("steps_done", 0)) if same else 0
 
@@ -572,7 +577,7 @@ def train_phases(name: str, out: Path, overrides: Optional[Dict[str, object]] = 
             train(cfg, out=path, resume=state if done and state.is_file() else None, log=log,
                   schedule_name=f"{name}, phase {index}: {schedule}", init=init, **train_kwargs)
             trained = True
-        meta = toy_model(path).metadata
+        meta = weights_metadata(path)
         phases.append({"schedule": schedule, "config": json.loads(meta["config"]),
                        "train_seconds": float(meta["train_seconds"])})
         init = path
