@@ -30,7 +30,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -64,6 +64,7 @@ class TrainConfig:
     compile_min_size: int = 0  # with compile: stages of smaller images run eager (compiling them costs more than it saves)
     pattern_matcher: bool = True  # with compile: inductor's graph rewrites, among them explicit attention -> fused SDPA
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
+    amp_min_size: int = 0  # with amp: stages of smaller images run in float32 (cpu-phases: bfloat16 there cost accuracy)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
     retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
 
@@ -149,30 +150,44 @@ SCHEDULES["cpu-128"] = replace(SCHEDULES["cpu-wide"], stages=((64, 2000), (128, 
                                iterative_min_size=128)
 
 
+class Phase(NamedTuple):
+    """One phase of a phased schedule: a schedule in SCHEDULES, its seed, and overrides of its own."""
+
+    schedule: str
+    seed: int
+    overrides: Tuple[Tuple[str, object], ...] = ()
+
+
 @dataclass(frozen=True)
 class PhasedSchedule:
     """Schedules trained one after the other: each phase starts, with a fresh optimiser, from the weights
     the phase before wrote (what ``train-toy --init`` does by hand). ``overrides`` apply to every phase."""
 
-    phases: Tuple[Tuple[str, int], ...]  # (a name in SCHEDULES, its seed)
+    phases: Tuple[Phase, ...]
     overrides: Tuple[Tuple[str, object], ...] = ()
 
     def configs(self, **overrides) -> Tuple[TrainConfig, ...]:
-        """One TrainConfig per phase; keyword overrides replace the schedule's own."""
-        common = {**dict(self.overrides), **overrides}
-        return tuple(replace(SCHEDULES[name], seed=seed, **common) for name, seed in self.phases)
+        """One TrainConfig per phase; keyword overrides replace the phased schedule's, which replace the phase's."""
+        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed,
+                             **{**dict(phase.overrides), **dict(self.overrides), **overrides})
+                     for phase in self.phases)
 
 
+SHIPPED_PHASES = (Phase("cpu", 0), Phase("cpu-finetune", 0), Phase("cpu-finetune", 2), Phase("cpu-finetune", 3),
+                  Phase("cpu-hires", 5), Phase("cpu-256", 6), Phase("cpu-nested", 9))  # docs/toy_model.md
 PHASED_SCHEDULES: Dict[str, PhasedSchedule] = {
-    # The seven phases of the shipped weights (docs/toy_model.md), from scratch in one command, with the
-    # speed options found since: bfloat16 autocast and explicit attention in every phase. Two threads:
-    # 5,187 s measured (86.5 min), 0.828 best of three, 0.697 single mask, 0.879 box, short of the first two.
-    "cpu-phases": PhasedSchedule(
-        phases=(("cpu", 0), ("cpu-finetune", 0), ("cpu-finetune", 2), ("cpu-finetune", 3), ("cpu-hires", 5),
-                ("cpu-256", 6), ("cpu-nested", 9)),
-        overrides=(("amp", True), ("pattern_matcher", False))),
+    # The seven phases of the shipped weights, from scratch in one command, with the speed options found
+    # since: bfloat16 autocast and explicit attention in every phase. Two threads: 5,187 s measured
+    # (86.5 min), 0.828 best of three, 0.697 single mask, 0.879 box, short of the first two.
+    "cpu-phases": PhasedSchedule(phases=SHIPPED_PHASES, overrides=(("amp", True), ("pattern_matcher", False))),
+    # cpu-phases in float32 at 32 and 64 px (bfloat16 there cost phases 1 to 4 0.06 best of three, and
+    # float32 costs 0.1 s a step at 64 px), bfloat16 from 128 px on, and 90 fewer steps in the last phase
+    # to pay for it (docs/toy_model.md).
+    "cpu-phases-f32": PhasedSchedule(
+        phases=(*SHIPPED_PHASES[:-1], Phase("cpu-nested", 9, (("stages", ((256, 560),)),))),
+        overrides=(("amp", True), ("amp_min_size", 128), ("pattern_matcher", False))),
     # For tests: two short phases.
-    "tiny-phases": PhasedSchedule(phases=(("tiny", 0), ("tiny", 1))),
+    "tiny-phases": PhasedSchedule(phases=(Phase("tiny", 0), Phase("tiny", 1))),
 }
 
 
@@ -315,8 +330,10 @@ def stage_at(step: int, cfg: TrainConfig) -> int:
 def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
                ops: Optional[StepOps] = None) -> Dict[str, float]:
     """Forward and backward of one step (the optimiser is the caller's). Returns the losses.
-    With ``cfg.amp`` the forward runs under bfloat16 autocast; the backward runs outside it."""
-    with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+    With ``cfg.amp`` the forward runs under bfloat16 autocast (from H0 = ``cfg.amp_min_size`` on); the
+    backward runs outside it."""
+    amp = cfg.amp and stage_at(step, cfg) >= cfg.amp_min_size
+    with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=amp):
         loss, stats = step_loss(model, cfg, step, gen, ops or StepOps.for_model(model))
     loss.backward()
     stats["loss"] = loss.item()
@@ -568,7 +585,7 @@ def train_phases(name: str, out: Path, overrides: Optional[Dict[str, object]] = 
     for index, cfg in enumerate(configs, start=1):
         path = phase_path(out, index)
         done = 0 if trained else phase_progress(path, cfg)
-        schedule = PHASED_SCHEDULES[name].phases[index - 1][0]
+        schedule = PHASED_SCHEDULES[name].phases[index - 1].schedule
         if log is not None:
             log(f"phase {index} of {len(configs)}: {schedule}, seed {cfg.seed}, {cfg.steps} steps"
                 + (f" ({done} done)" if done else ""))
