@@ -200,6 +200,33 @@ def test_compile_min_size_runs_smaller_stages_eager(monkeypatch, one_thread):
     assert len(calls) == per_step * 2  # only the 2 steps at 64 px
 
 
+def test_amp_min_size_runs_smaller_stages_in_float32(one_thread):
+    """Under amp, a stage below amp_min_size runs its forward in float32; the others in bfloat16."""
+    cfg = replace(SCHEDULES["tiny"], stages=((32, 1), (64, 1)), encoder_dim=16, amp=True, amp_min_size=64)
+    model = ToyModel(encoder_config=encoder_config(cfg)).train()
+    dtypes = []  # of the upscaled embedding of every decoder pass of a step
+    model.mask_decoder.output_upscaling.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    gen = torch.Generator().manual_seed(0)
+
+    def step_dtypes(cfg: TrainConfig, step: int) -> set:
+        dtypes.clear()
+        train_step(model, cfg, step, gen)
+        return set(dtypes)
+
+    assert step_dtypes(cfg, 0) == {torch.float32}  # H0 = 32
+    assert step_dtypes(cfg, 1) == {torch.bfloat16}  # H0 = 64
+    assert step_dtypes(replace(cfg, amp_min_size=0), 0) == {torch.bfloat16}
+
+
+def test_cpu_phases_f32_is_cpu_phases_in_float32_below_128_px_and_a_second_256_phase_last():
+    from sam_explain.toy.train import PHASED_SCHEDULES
+
+    bf16, mixed = PHASED_SCHEDULES["cpu-phases"].configs(), PHASED_SCHEDULES["cpu-phases-f32"].configs()
+    assert [replace(c, amp_min_size=128) for c in bf16[:-1]] == list(mixed[:-1])
+    assert mixed[-1] == replace(SCHEDULES["cpu-256"], seed=7, amp=True, amp_min_size=128, pattern_matcher=False)
+    assert [c.amp for c in PHASED_SCHEDULES["cpu-phases-f32"].configs(amp=False)] == [False] * 7  # the caller's last
+
+
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")
 def test_shipped_weights_segment_held_out_scenes(one_thread):
     from sam_explain.toy.evaluate import evaluate
@@ -329,6 +356,12 @@ def test_phased_schedule_chains_its_phases_and_goes_on_where_it_stopped(tmp_path
     calls = []
     monkeypatch.setattr(train_module, "train", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"], kw["init"])))
     assert main(command) == 0 and calls == []  # both phases finished
+    # A file written before a TrainConfig field existed was trained with its default: still finished.
+    for path in (phase1, phase2):
+        meta = toy_model(path).metadata
+        config = {k: v for k, v in json.loads(meta["config"]).items() if k != "amp_min_size"}
+        save_file(load_file(str(path)), str(path), metadata={**meta, "config": json.dumps(config)})
+    assert main(command) == 0 and calls == []
     # Phase 2 stopped after 20 of its 40 steps: it resumes from its training state, from phase 1's weights.
     meta = toy_model(phase2).metadata
     save_file(load_file(str(phase2)), str(phase2), metadata={**meta, "steps_done": "20"})
