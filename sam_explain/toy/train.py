@@ -64,7 +64,7 @@ class TrainConfig:
     compile_min_size: int = 0  # with compile: stages of smaller images run eager (compiling them costs more than it saves)
     pattern_matcher: bool = True  # with compile: inductor's graph rewrites, among them explicit attention -> fused SDPA
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
-    amp_min_size: int = 0  # with amp: stages of smaller images run in float32 (cpu-phases: bfloat16 there cost accuracy)
+    amp_min_size: int = 0  # with amp: stages of smaller images run in float32 (cpu-phases-f32: more accurate there)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
     retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
 
