@@ -583,14 +583,14 @@ def train_phases(name: str, out: Path, overrides: Optional[Dict[str, object]] = 
     interruption, it skips the finished phases and resumes the one it was in from its last checkpoint
     (a phase after one trained in this run always starts over: its weights on disk came from other ones)."""
     out = Path(out)
-    configs = PHASED_SCHEDULES[name].configs(**(overrides or {}))
+    phased = PHASED_SCHEDULES[name]
+    configs = phased.configs(**(overrides or {}))
     init: Optional[Path] = None
     phases: List[Dict[str, object]] = []
     trained = False
-    for index, cfg in enumerate(configs, start=1):
+    for index, (schedule, cfg) in enumerate(zip((phase.schedule for phase in phased.phases), configs), start=1):
         path = phase_path(out, index)
         done = 0 if trained else phase_progress(path, cfg)
-        schedule = PHASED_SCHEDULES[name].phases[index - 1].schedule
         if log is not None:
             log(f"phase {index} of {len(configs)}: {schedule}, seed {cfg.seed}, {cfg.steps} steps"
                 + (f" ({done} done)" if done else ""))
