@@ -11,7 +11,7 @@ import torch
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
 from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bounding_boxes, encoder_config,
-                                   sample_prompts, train, train_step)
+                                   best_pair_loss, sample_prompts, train, train_step)
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +77,33 @@ def test_whole_fraction_gives_part_clicks_the_whole_object():
     assert not sample_prompts(scenes, 16, torch.Generator().manual_seed(0)).whole_for_part.any()
 
 
+def test_both_fraction_marks_the_other_part_clicks_with_their_whole_object():
+    scenes = generate_scenes(8, seed=2, image_size=64)
+    K = scenes.object_masks.shape[1]
+    plain = sample_prompts(scenes, 16, torch.Generator().manual_seed(0), whole_fraction=0.5)
+    prompts = sample_prompts(scenes, 16, torch.Generator().manual_seed(0), whole_fraction=0.5, both_fraction=1.0)
+    both = prompts.both_readings
+    assert both.any() and not (both & prompts.whole_for_part).any() and prompts.is_point[both].all()
+    assert torch.equal(prompts.target, plain.target) and torch.equal(prompts.whole_for_part, plain.whole_for_part)
+    x, y = prompts.point[:, 0, 0].long(), prompts.point[:, 0, 1].long()
+    for i in both.nonzero()[:, 0].tolist():
+        k = next(k for k in range(K) if torch.equal(prompts.target[i], scenes.part_masks[prompts.scene[i], k]))
+        assert torch.equal(prompts.whole[i], scenes.object_masks[prompts.scene[i], k])  # the part's own object
+        assert prompts.whole[i, y[i], x[i]] and prompts.whole[i].sum() > prompts.target[i].sum()
+    # every click on a nested part whose target stayed the part is marked, and nothing else
+    on_part = torch.stack([(prompts.target[i] != prompts.whole[i]).any() for i in range(len(x))])
+    assert torch.equal(both, on_part & prompts.is_point & ~prompts.whole_for_part)
+    assert not plain.both_readings.any()
+
+
+def test_best_pair_loss_puts_the_two_readings_on_different_outputs():
+    loss_part = torch.tensor([[1.0, 5.0, 5.0], [4.0, 0.5, 9.0]])
+    loss_whole = torch.tensor([[0.0, 9.0, 2.0], [3.0, 8.0, 1.0]])
+    # row 0: the best output for each reading is output 0; apart, part on 0 and whole on 2 cost 1 + 2
+    # row 1: part on 1, whole on 2
+    assert torch.equal(best_pair_loss(loss_part, loss_whole), torch.tensor([3.0, 1.5]))
+
+
 @pytest.fixture
 def one_thread():
     """Small ops: one thread is much faster than two on a busy 2-core machine. Restored afterwards."""
@@ -86,7 +113,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5}], ids=["float32", "bf16-both-readings"])
+@pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5, "both_fraction": 1.0}],
+                         ids=["float32", "bf16-both-readings"])
 def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe, heap_calls):
     cfg = replace(SCHEDULES["tiny"], stages=((32, 30),), **recipe)
     _, history = train(cfg, out=None, progress=False)
@@ -225,6 +253,16 @@ def test_cpu_phases_f32_is_cpu_phases_in_float32_below_128_px_and_a_second_256_p
     assert [replace(c, amp_min_size=128) for c in bf16[:-1]] == list(mixed[:-1])
     assert mixed[-1] == replace(SCHEDULES["cpu-256"], seed=7, amp=True, amp_min_size=128, pattern_matcher=False)
     assert [c.amp for c in PHASED_SCHEDULES["cpu-phases-f32"].configs(amp=False)] == [False] * 7  # the caller's last
+
+
+def test_cpu_phases_both_is_cpu_phases_f32_with_both_readings_in_its_last_three_phases():
+    from sam_explain.toy.train import PHASED_SCHEDULES
+
+    f32, both = PHASED_SCHEDULES["cpu-phases-f32"].configs(), PHASED_SCHEDULES["cpu-phases-both"].configs()
+    assert both[:4] == f32[:4] and all(c.both_fraction == 0 for c in both[:4])
+    assert list(both[4:]) == [replace(c, both_fraction=1.0) for c in f32[4:]]
+    # an override from the caller replaces a phase's own
+    assert [c.both_fraction for c in PHASED_SCHEDULES["cpu-phases-both"].configs(both_fraction=0.5)] == [0.5] * 7
 
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")

@@ -10,7 +10,9 @@ One step:
   3. decode all B; the loss of each mask is 20 * focal + dice. A single click is ambiguous, so
      it takes the minimum loss over the three multimask outputs (plus the single-output mask,
      token 0, so that multimask_output=False also answers a click, with the clicked shape itself:
-     not on the whole-object reading); a box trains token 0;
+     not on the whole-object reading); a box trains token 0. With ``both_fraction``, a click on a
+     nested part may instead take the least sum of two losses on two different multimask
+     outputs, one against the part and one against its whole object (``best_pair_loss``);
   4. iterative clicks: for a fraction of the prompt sets, a second pass adds one click drawn
      uniformly from the error region of the first prediction (foreground where the mask missed,
      background where it spilled) and the first prediction's logits as the mask prompt; with
@@ -66,6 +68,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
     amp_min_size: int = 0  # with amp: stages of smaller images run in float32 (cpu-phases-f32: more accurate there)
     whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
+    both_fraction: float = 0.0  # of the other clicks on a nested part: trained on the part and the whole at once
     retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
 
     def __post_init__(self) -> None:
@@ -151,10 +154,11 @@ SCHEDULES["cpu-128"] = replace(SCHEDULES["cpu-wide"], stages=((64, 2000), (128, 
 
 
 class Phase(NamedTuple):
-    """One phase of a phased schedule: a schedule in SCHEDULES and its seed."""
+    """One phase of a phased schedule: a schedule in SCHEDULES, its seed, and TrainConfig fields of its own."""
 
     schedule: str
     seed: int
+    overrides: Tuple[Tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,13 +170,16 @@ class PhasedSchedule:
     overrides: Tuple[Tuple[str, object], ...] = ()
 
     def configs(self, **overrides) -> Tuple[TrainConfig, ...]:
-        """One TrainConfig per phase; keyword overrides replace the schedule's own."""
+        """One TrainConfig per phase; keyword overrides replace the phased schedule's, which replace the phase's."""
         common = {**dict(self.overrides), **overrides}
-        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed, **common) for phase in self.phases)
+        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed, **{**dict(phase.overrides), **common})
+                     for phase in self.phases)
 
 
 SHIPPED_PHASES = (Phase("cpu", 0), Phase("cpu-finetune", 0), Phase("cpu-finetune", 2), Phase("cpu-finetune", 3),
                   Phase("cpu-hires", 5), Phase("cpu-256", 6), Phase("cpu-nested", 9))  # docs/toy_model.md
+BOTH_READINGS = (("both_fraction", 1.0),)  # a phase's override: each click on a nested part kept on the part
+F32_BELOW_128 = (("amp", True), ("amp_min_size", 128), ("pattern_matcher", False))
 PHASED_SCHEDULES: Dict[str, PhasedSchedule] = {
     # The seven phases of the shipped weights, from scratch in one command, with the speed options found
     # since: bfloat16 autocast and explicit attention in every phase. Two threads: 5,187 s measured
@@ -183,8 +190,13 @@ PHASED_SCHEDULES: Dict[str, PhasedSchedule] = {
     # 0.857 best of three, 0.757 single mask, 0.895 box; both readings of a nested part in 37% of the
     # cases, against the shipped weights' 53% (docs/toy_model.md).
     "cpu-phases-f32": PhasedSchedule(
-        phases=(*SHIPPED_PHASES[:-1], Phase("cpu-256", 7)),
-        overrides=(("amp", True), ("amp_min_size", 128), ("pattern_matcher", False))),
+        phases=(*SHIPPED_PHASES[:-1], Phase("cpu-256", 7)), overrides=F32_BELOW_128),
+    # cpu-phases-f32 with both readings of a click on a nested part trained at once, on two different
+    # multimask outputs (both_fraction 1), in its last three phases (docs/toy_model.md).
+    "cpu-phases-both": PhasedSchedule(
+        phases=(*SHIPPED_PHASES[:4], *(Phase(name, seed, BOTH_READINGS) for name, seed in
+                                       (("cpu-hires", 5), ("cpu-256", 6), ("cpu-256", 7)))),
+        overrides=F32_BELOW_128),
     # For tests: two short phases.
     "tiny-phases": PhasedSchedule(phases=(Phase("tiny", 0), Phase("tiny", 1))),
 }
@@ -229,14 +241,17 @@ class PromptBatch:
     point: torch.Tensor  # B x 1 x 2
     box: torch.Tensor  # B x 4
     whole_for_part: torch.Tensor  # B bool: a click on a nested part whose target is the whole object
+    both_readings: torch.Tensor  # B bool: a click on a nested part trained on the part and the whole at once
+    whole: torch.Tensor  # B x H0 x W0 bool: the whole object the target belongs to (an object's is itself)
 
 
 def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, point_fraction: float = 0.5,
-                   whole_fraction: float = 0.0) -> PromptBatch:
+                   whole_fraction: float = 0.0, both_fraction: float = 0.0) -> PromptBatch:
     """P prompt sets per scene: a valid target mask, then one click inside it or a noisy box around it.
 
     A click on a nested part is ambiguous; with probability ``whole_fraction`` its target becomes the
-    whole object (the click stays on the part), so both readings are trained on part clicks."""
+    whole object (the click stays on the part), so both readings are trained on part clicks. Of the
+    part clicks left, ``both_fraction`` are marked to be trained on both readings at once."""
     S = scenes.images.shape[0]
     device = scenes.images.device
     valid = scenes.targets_valid.float()  # S x 2K
@@ -247,15 +262,19 @@ def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, poi
     B = target.shape[0]
     is_point = torch.rand(B, generator=gen, device=device) < point_fraction
     point = sample_in_masks(target, gen)[:, None]  # B x 1 x 2
+    K = scenes.object_masks.shape[1]
+    obj = choice.flatten() % K  # B, the object a target belongs to
+    whole = scenes.object_masks[scene, obj]  # B x H0 x W0
+    part_click = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
     to_whole = torch.zeros(B, dtype=torch.bool, device=device)
     if whole_fraction > 0:  # (no draw otherwise: older schedules keep their random stream)
-        K = scenes.object_masks.shape[1]
-        obj = choice.flatten() % K  # B, the object a target belongs to
-        to_whole = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
-        to_whole &= torch.rand(B, generator=gen, device=device) < whole_fraction
-        target = torch.where(to_whole[:, None, None], scenes.object_masks[scene, obj], target)  # B x H0 x W0
+        to_whole = part_click & (torch.rand(B, generator=gen, device=device) < whole_fraction)
+    both = torch.zeros(B, dtype=torch.bool, device=device)
+    if both_fraction > 0:  # (likewise)
+        both = part_click & ~to_whole & (torch.rand(B, generator=gen, device=device) < both_fraction)
+    target = torch.where(to_whole[:, None, None], whole, target)  # B x H0 x W0
     box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
-    return PromptBatch(scene, target, is_point, point, box, to_whole)
+    return PromptBatch(scene, target, is_point, point, box, to_whole, both, whole)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -282,6 +301,14 @@ def mask_ious(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     inter = (pred & target).sum(-1).float()
     union = (pred | target).sum(-1).float()
     return inter / union.clamp(min=1)
+
+
+def best_pair_loss(loss_part: torch.Tensor, loss_whole: torch.Tensor) -> torch.Tensor:
+    """Both readings of a click on a nested part, on two different outputs: B x 3, B x 3 -> B, the least
+    loss_part[i] + loss_whole[j] over i != j."""
+    pairs = loss_part[:, :, None] + loss_whole[:, None, :]  # B x 3 x 3: the part on output i, the whole on j
+    same = torch.eye(pairs.shape[-1], dtype=torch.bool, device=pairs.device)
+    return pairs.masked_fill(same, float("inf")).flatten(1).min(1).values  # B
 
 
 @dataclass
@@ -348,7 +375,8 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         model.set_image_size(image_size)
     scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
                              device=device, image_size=image_size)
-    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction)
+    prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction,
+                             both_fraction=cfg.both_fraction)
     B = prompts.target.shape[0]
     target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
     target_f = target.float()
@@ -366,11 +394,18 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     logits = masks.flatten(2)  # B x M x L
     per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
     best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
+    if cfg.both_fraction > 0:  # both readings of a part click: the part on one output, the whole on another
+        whole_f = prompts.whole.flatten(1)[:, None].float()  # B x 1 x L
+        per_whole = FOCAL_WEIGHT * ops.focal_loss(logits[:, 1:], whole_f) + ops.dice_loss(logits[:, 1:], whole_f)  # B x 3
+        best_multi = torch.where(prompts.both_readings, best_pair_loss(per_mask[:, 1:], per_whole), best_multi)  # B
     # token 0 answers a click with the clicked shape itself: not trained on the whole-object reading
     single_loss = torch.where(prompts.whole_for_part, 0.0, per_mask[:, 0])  # B
     mask_loss = torch.where(prompts.is_point, best_multi + single_loss, per_mask[:, 0])  # B
     with torch.no_grad():
         actual = mask_ious(logits, target)  # B x M
+        if cfg.both_fraction > 0:  # a multimask output of a two-reading click scores against the nearer reading
+            nearer = torch.maximum(actual[:, 1:], mask_ious(logits[:, 1:], prompts.whole.flatten(1)[:, None]))
+            actual[:, 1:] = torch.where(prompts.both_readings[:, None], nearer, actual[:, 1:])  # B x M
     iou_loss = F.mse_loss(iou_pred, actual)
     loss = mask_loss.mean() + iou_loss
     stats = {"mask": mask_loss.mean().item(), "iou_mse": iou_loss.item(),
