@@ -171,8 +171,8 @@ class PhasedSchedule:
 
     def configs(self, **overrides) -> Tuple[TrainConfig, ...]:
         """One TrainConfig per phase; keyword overrides replace the phased schedule's, which replace the phase's."""
-        common = {**dict(self.overrides), **overrides}
-        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed, **{**dict(phase.overrides), **common})
+        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed,
+                             **{**dict(phase.overrides), **dict(self.overrides), **overrides})
                      for phase in self.phases)
 
 
@@ -336,6 +336,10 @@ class StepOps:
                 ops.encode, ops.predict_masks, ops.focal_loss, ops.dice_loss)))
         return ops
 
+    def mask_losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """SAM's loss of each mask, 20 x focal + dice: B x K x L logits, B x 1 x L {0, 1} -> B x K."""
+        return FOCAL_WEIGHT * self.focal_loss(logits, target) + self.dice_loss(logits, target)
+
 
 def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
     """All M masks of the decoder for embedded prompts: B x M x 4H x 4W, B x M."""
@@ -382,6 +386,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     B = prompts.target.shape[0]
     target = prompts.target.flatten(1)[:, None]  # B x 1 x L (L = H0 W0 = 4H 4W)
     target_f = target.float()
+    whole = prompts.whole.flatten(1)[:, None]  # B x 1 x L, the whole object of each target
 
     emb = ops.encode(scenes.images)  # S x C x H x W
     emb = emb[prompts.scene]  # B x C x H x W, paired with the prompt sets
@@ -394,11 +399,10 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     masks, iou_pred = decode_embedded(model, emb, sparse, dense, ops)  # B x M x 4H x 4W, B x M
     masks, iou_pred = masks.float(), iou_pred.float()  # the losses in float32, also under autocast
     logits = masks.flatten(2)  # B x M x L
-    per_mask = FOCAL_WEIGHT * ops.focal_loss(logits, target_f) + ops.dice_loss(logits, target_f)  # B x M
+    per_mask = ops.mask_losses(logits, target_f)  # B x M
     best_multi, best_idx = per_mask[:, 1:].min(dim=1)  # B
     if cfg.both_fraction > 0:  # both readings of a part click: the part on one output, the whole on another
-        whole_f = prompts.whole.flatten(1)[:, None].float()  # B x 1 x L
-        per_whole = FOCAL_WEIGHT * ops.focal_loss(logits[:, 1:], whole_f) + ops.dice_loss(logits[:, 1:], whole_f)  # B x 3
+        per_whole = ops.mask_losses(logits[:, 1:], whole.float())  # B x 3
         best_multi = torch.where(prompts.both_readings, best_pair_loss(per_mask[:, 1:], per_whole), best_multi)  # B
     # token 0 answers a click with the clicked shape itself: not trained on the whole-object reading
     single_loss = torch.where(prompts.whole_for_part, 0.0, per_mask[:, 0])  # B
@@ -406,7 +410,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
     with torch.no_grad():
         actual = mask_ious(logits, target)  # B x M
         if cfg.both_fraction > 0:  # a multimask output of a two-reading click scores against the nearer reading
-            nearer = torch.maximum(actual[:, 1:], mask_ious(logits[:, 1:], prompts.whole.flatten(1)[:, None]))
+            nearer = torch.maximum(actual[:, 1:], mask_ious(logits[:, 1:], whole))
             actual[:, 1:] = torch.where(prompts.both_readings[:, None], nearer, actual[:, 1:])  # B x M
     iou_loss = F.mse_loss(iou_pred, actual)
     loss = mask_loss.mean() + iou_loss
@@ -436,7 +440,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         masks2, iou2 = masks2.float(), iou2.float()
         logits2 = masks2.flatten(2)
         t2 = tgt2.flatten(1)[:, None]
-        loss2 = FOCAL_WEIGHT * ops.focal_loss(logits2[:, :1], t2.float()) + ops.dice_loss(logits2[:, :1], t2.float())
+        loss2 = ops.mask_losses(logits2[:, :1], t2.float())
         with torch.no_grad():
             actual2 = mask_ious(logits2, t2)
         iou_loss2 = F.mse_loss(iou2, actual2)
