@@ -36,7 +36,7 @@ html: $(NB_STAMP)
 
 # Regenerate the .ipynb files (outputs cleared) from their jupytext sources notebooks/*.py.
 notebooks: $(STAMP)
-	$(VENV)/bin/jupytext --to ipynb notebooks/0*.py
+	$(VENV)/bin/jupytext --update --to ipynb notebooks/0*.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

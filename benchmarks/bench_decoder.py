@@ -1,33 +1,27 @@
 """Per-prompt latency of our MaskDecoder against the official one, same weights, same run.
 
     python benchmarks/bench_decoder.py            # CPU: B = 1 and 16
-    python benchmarks/bench_decoder.py --device cuda   # adds fp32 and bf16, B = 1, 64, 1024
+    python benchmarks/bench_decoder.py --device cuda   # fp32 and bf16, B = 1, 64, 1024
 
-Prints one row per setting: median milliseconds per call and per prompt set, and
-ours / official (target: at most 1.05). Calls alternate between the two models so
-that drift in the machine's speed hits both alike. No hooks are registered.
+Prints one row per setting: milliseconds per call of each (geometric means) and ours / official,
+the geometric mean of interleaved pair ratios (``timing.compare``; target: at most 1.05). No hooks
+are registered.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from sam_explain import build_mask_decoder, build_prompt_encoder
-from sam_explain.example import example_prompts
+from sam_explain.prompts import example_prompts
 from sam_explain.testing import build_official_pair
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from timing import compare
 
 
 @torch.no_grad()
-def bench(device: str, dtype: torch.dtype, batch: int, repeats: int, warmup: int = 3):
+def bench(device: str, dtype: torch.dtype, batch: int, pairs: int):
     od, op = build_official_pair(seed=0)
     ours = build_mask_decoder()
     ours.load_state_dict(od.state_dict())
@@ -40,24 +34,13 @@ def bench(device: str, dtype: torch.dtype, batch: int, repeats: int, warmup: int
         torch.randn(1, 256, 64, 64, device=device, dtype=dtype),
         pe.get_dense_pe(), sparse.to(dtype), dense.to(dtype), True,
     )
-    times = {"ours": [], "official": []}
-    models = {"ours": ours, "official": od}
-    for i in range(warmup + repeats):
-        order = ("ours", "official") if i % 2 == 0 else ("official", "ours")
-        for name in order:
-            sync(device)
-            t0 = time.perf_counter()
-            models[name](*args)
-            sync(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return compare(lambda: ours(*args), lambda: od(*args), pairs=pairs, warmup=3, device=device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=0, help="timed calls per model (default: by size)")
+    parser.add_argument("--pairs", type=int, default=0, help="timed pairs per setting, even (default: by size)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -71,11 +54,10 @@ def main() -> None:
     print(f"MaskDecoder latency, ours vs official (segment-anything 1.0), torch {torch.__version__}, {name}")
     print(f"{'dtype':<9} {'B':>5} {'ours ms':>10} {'official ms':>12} {'ours ms/prompt':>15} {'ratio':>7}")
     for dtype, batch in settings:
-        repeats = args.repeats or (30 if batch <= 16 else 10)
-        t = bench(args.device, dtype, batch, repeats)
-        ratio = t["ours"] / t["official"]
-        print(f"{str(dtype).replace('torch.', ''):<9} {batch:>5} {t['ours'] * 1e3:>10.2f} "
-              f"{t['official'] * 1e3:>12.2f} {t['ours'] * 1e3 / batch:>15.3f} {ratio:>7.3f}")
+        pairs = args.pairs or (30 if batch <= 16 else 10)
+        c = bench(args.device, dtype, batch, pairs)
+        print(f"{str(dtype).replace('torch.', ''):<9} {batch:>5} {c.a_ms:>10.2f} {c.b_ms:>12.2f} "
+              f"{c.a_ms / batch:>15.3f} {c.ratio:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Image encoder: ours against the official one, same random weights, full size, in one run.
 
     python benchmarks/bench_image_encoder.py                 # vit_b on CPU (and CUDA if present)
-    python benchmarks/bench_image_encoder.py --model vit_l --repeats 3 --no-e2e
+    python benchmarks/bench_image_encoder.py --model vit_l --pairs 4 --no-e2e
 
-Prints, per device: the time of one 1 x 3 x 1024 x 1024 forward (median over --repeats,
-ours and official interleaved), the ratio ours / official, and the largest difference
+Prints, per device: the time of one 1 x 3 x 1024 x 1024 forward of each, the ratio ours / official
+(``timing.compare``: --pairs interleaved pairs, geometric mean), and the largest difference
 between the two image embeddings. Then (unless --no-e2e) writes the random weights as an
 official-layout checkpoint file, loads it with ``build_sam(checkpoint=...)`` (strict), and
 runs the predictor end to end next to the official predictor, printing the differences.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,37 +26,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sam_explain.build_sam import SAM_CONFIGS, build_sam, load_state_dict_strict, make_sam  # noqa: E402
 from sam_explain.predictor import SamPredictor  # noqa: E402
 from sam_explain.testing import build_official_sam, official_predictor_module  # noqa: E402
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+from timing import compare  # noqa: E402
 
 
 @torch.no_grad()
-def bench_encoder(official, ours, device: torch.device, repeats: int, warmup: int) -> None:
+def bench_encoder(official, ours, device: torch.device, pairs: int, warmup: int) -> None:
     official_enc = official.image_encoder.to(device)
     ours_enc = ours.image_encoder.to(device)
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0)).to(device)
     expected, got = official_enc(x), ours_enc(x)
     diff = (got - expected).abs().max().item()
-    for _ in range(warmup - 1):
-        official_enc(x), ours_enc(x)
-    times = {"ours": [], "official": []}
-    for i in range(repeats):
-        order = [("ours", ours_enc), ("official", official_enc)]
-        for name, enc in order if i % 2 == 0 else order[::-1]:
-            times[name].append(timed(lambda: enc(x), device))
-    ours_t, off_t = statistics.median(times["ours"]), statistics.median(times["official"])
+    c = compare(lambda: ours_enc(x), lambda: official_enc(x), pairs=pairs, warmup=warmup - 1, device=device)
     print(f"[{device}] image encoder forward, 1 x 3 x 1024 x 1024 -> {tuple(got.shape)}")
-    print(f"  ours      median {ours_t * 1000:9.1f} ms   runs {[round(t * 1000, 1) for t in times['ours']]}")
-    print(f"  official  median {off_t * 1000:9.1f} ms   runs {[round(t * 1000, 1) for t in times['official']]}")
-    print(f"  ratio ours / official: {ours_t / off_t:.3f}")
+    print(f"  ours      {c.a_ms:9.1f} ms   runs {[round(t * 1000, 1) for t in c.a]}")
+    print(f"  official  {c.b_ms:9.1f} ms   runs {[round(t * 1000, 1) for t in c.b]}")
+    print(f"  ratio ours / official (geometric mean of {pairs} pairs): {c.ratio:.3f}")
     print(f"  max |ours - official| of the embedding: {diff:.3e} (max |embedding| {expected.abs().max().item():.3f})")
     if device.type == "cuda":
         print(f"  peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
@@ -99,7 +82,7 @@ def end_to_end(official, model_type: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(SAM_CONFIGS), default="vit_b")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=2, help="timed pairs (even)")
     parser.add_argument("--warmup", type=int, default=1, help="forwards per model before timing (the parity one counts)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, then CUDA when available")
@@ -114,7 +97,7 @@ def main() -> None:
     devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
                "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
     for name in devices:
-        bench_encoder(official, ours, torch.device(name), args.repeats, args.warmup)
+        bench_encoder(official, ours, torch.device(name), args.pairs, args.warmup)
     if not args.no_e2e:
         end_to_end(official, args.model)
 

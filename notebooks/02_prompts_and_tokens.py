@@ -165,7 +165,7 @@ assert tokens.shape == (B, T, 256) == (3, 7, 256)
 assert torch.equal(tokens[:, 0], decoder.iou_token.weight.expand(B, -1))
 assert torch.equal(tokens[:, 1:5], decoder.mask_tokens.weight.expand(B, -1, -1))
 assert torch.equal(tokens[:, 5:], sparse)
-print(se.token_names(se.example.Prompts(points=(clicks, torch.ones(B, 1, dtype=torch.long))))[0])
+print(se.token_names(se.Prompts(points=(clicks, torch.ones(B, 1, dtype=torch.long))))[0])
 
 # %% [markdown]
 # ## One image, B prompt sets

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 from torch import nn
 
 import sam_explain as se
-from sam_explain.example import Prompts
+from sam_explain.prompts import Prompts
 from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -32,7 +32,7 @@ from einops import einsum
 
 import sam_explain as se
 from sam_explain.figures import show_mask
-from sam_explain.example import Prompts
+from sam_explain.prompts import Prompts
 from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 
 import sam_explain as se
 from sam_explain.figures import show_mask
-from sam_explain.figures.geometry import resized_shape
+from sam_explain.utils.transforms import resized_shape
 from sam_explain.toy import click_inside, make_scene
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -96,7 +96,7 @@ for name, t in [("low-res logits", low_res), ("upsampled", up), ("cropped", crop
 
 # %% [markdown]
 # Prompts go the other way: a click at (x0, y0) on the photo is given to the prompt encoder at
-# (x0 * w / w0, y0 * h / h0) in the 1024 frame (`sam_explain.figures.geometry.to_input_frame`).
+# (x0 * w / w0, y0 * h / h0) in the 1024 frame (`sam_explain.utils.transforms.to_input_frame`).
 # Passing photo coordinates unchanged is a classic bug: the click lands somewhere else.
 #
 # ## Real SAM weights

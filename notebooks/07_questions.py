@@ -150,7 +150,7 @@ except se.ShapeError as err:
 # The prompt encoder wants coordinates in **its input frame** (SAM: the photo resized to longest
 # side 1024), not in the photo's pixels. `SamPredictor.predict` converts for you;
 # `predict_torch` and the decoder do not. See notebook 6 and
-# `sam_explain.figures.geometry.to_input_frame`.
+# `sam_explain.utils.transforms.to_input_frame`.
 #
 # ## Why are the masks 256 x 256?
 #

@@ -2,6 +2,7 @@
 
 The modules (official names, arguments and state-dict keys), the tools that look inside
 them (shape traces, attention maps, figures), the toy model, and the whole of SAM for photos.
+Where each job lives: README.md, "Where things are".
 """
 
 __version__ = "0.1.0"
@@ -11,10 +12,11 @@ from .modeling import (
     MLP, Attention, HookPoint, LayerNorm2d, MaskDecoder, MLPBlock, PositionEmbeddingRandom,
     PromptEncoder, TwoWayAttentionBlock, TwoWayTransformer, build_mask_decoder, build_prompt_encoder,
 )
-from .shapes_check import ShapeError
+from .shapes import ShapeError
+from .prompts import Prompts, example_prompts, run_decoder
 
 # Looking inside: shape traces, the shape contract, attention maps and their pictures
-from . import shape_contract
+from .shapes import contract as shape_contract
 from .tracing import ShapeTrace, TraceRow, trace_prompt, trace_shapes
 from .attention import (
     AttentionMemoryError, AttentionRecord, capture_attention, estimate_attention_bytes, record_attention,
@@ -24,12 +26,10 @@ from .attention import (
 # The whole of SAM, for real checkpoints and photos
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
-from .transforms import ResizeLongestSide
+from .utils.transforms import ResizeLongestSide
 from .predictor import SamPredictor
-from .build_sam import (
-    SamCheckpointError, build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, detect_model_type,
-    sam_model_registry,
-)
+from .checkpoint import CheckpointError, SamCheckpointError, detect_model_type, load_sam_checkpoint
+from .build_sam import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
 
 # The toy world
 from .toy import make_scene as toy_scene

@@ -1,4 +1,15 @@
-"""Load SAM's prompt encoder and mask decoder from a checkpoint file, safely.
+"""Checkpoints: reading a file, matching its keys to our modules, loading it, safely.
+
+One place for each job:
+  read_state_dict        a file -> a flat {key: tensor} dict, never unpickling arbitrary objects
+  detect_layout          which layout the keys follow (below)
+  hf_to_official_keys    Hugging Face names -> the official ones
+  detect_model_type      vit_b / vit_l / vit_h (or custom) from the image encoder's shapes
+  load_state_dict_strict copy a state dict into a module only if every key, shape and dtype fits
+  build_from_state_dict  build a module from the configuration its weights imply, checked on the
+                         meta device (no memory) before anything real is allocated, then load it
+  load_sam_checkpoint    the prompt encoder and mask decoder of any layout below
+  load_sam               the whole of SAM from an official file (what ``build_sam(checkpoint=...)`` runs)
 
 Layouts understood (detected from the keys):
   official   Meta's full SAM file (sam_vit_b_01ec64.pth, ...): a flat state dict with
@@ -20,22 +31,35 @@ import pickle
 import re
 import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import torch
 from torch import nn
 
-from .modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from .modeling import MaskDecoder, PromptEncoder
+from .modeling.build import (
+    SAM_CONFIGS, build_mask_decoder, build_prompt_encoder, count_indexed, decoder_config_from_state_dict, make_sam,
+    prompt_encoder_config_from_state_dict, sam_config_from_state_dict, shapes_of,
+)
+from .modeling.sam import Sam
 
-__all__ = ["CheckpointError", "SamParts", "read_state_dict", "load_sam_checkpoint", "detect_layout", "compare_state_dict",
-           "hf_to_official_keys", "decoder_config_from_state_dict"]
+__all__ = [
+    "CheckpointError", "SamCheckpointError", "SamParts", "build_from_state_dict", "check_state_dict", "compare_state_dict",
+    "detect_layout", "detect_model_type", "hf_to_official_keys", "load_sam", "load_sam_checkpoint",
+    "load_state_dict_strict", "read_state_dict",
+]
 
 
 class CheckpointError(ValueError):
     """The file is not a checkpoint sam-explain can load; the message says why."""
 
 
+class SamCheckpointError(CheckpointError):
+    """A state dict does not fit the SAM model it is loaded into."""
+
+
 StateDict = Dict[str, torch.Tensor]
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -123,7 +147,7 @@ _DECODER_MARK = "iou_token.weight"
 _PROMPT_MARK = "pe_layer.positional_encoding_gaussian_matrix"
 
 
-def detect_layout(sd: StateDict) -> str:
+def detect_layout(sd: Mapping[str, object]) -> str:
     """Name the layout of a state dict (see the module docstring), or raise CheckpointError."""
     keys = set(sd)
     if any(k.startswith(("sam_mask_decoder.", "sam_prompt_encoder.")) for k in keys) or any(
@@ -155,7 +179,7 @@ def detect_layout(sd: StateDict) -> str:
     )
 
 
-def _split_prefix(sd: StateDict, prefix: str) -> StateDict:
+def _split_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
@@ -184,7 +208,7 @@ def _rename(key: str, rules: List[Tuple[str, str]]) -> str:
     return key
 
 
-def hf_to_official_keys(sd: StateDict) -> StateDict:
+def hf_to_official_keys(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """Map a transformers SamModel state dict onto the official ``prompt_encoder.*`` /
     ``mask_decoder.*`` names (the vision encoder's keys are left out)."""
     out: StateDict = {}
@@ -218,60 +242,35 @@ def hf_to_official_keys(sd: StateDict) -> StateDict:
     return out
 
 
+def detect_model_type(state_dict: Mapping[str, object]) -> str:
+    """'vit_b', 'vit_l' or 'vit_h', from the image encoder's width E (``patch_embed``'s E x 3 x P x P)
+    and its number of blocks (official ``image_encoder.*`` or Hugging Face ``vision_encoder.*`` keys);
+    'custom (...)' for another encoder. A file holding only a few encoder keys (no blocks) is named
+    by its width. Raises SamCheckpointError when there is no image encoder."""
+    shapes = shapes_of(state_dict)
+    for prefix, patch, blocks in (("image_encoder.", "patch_embed.proj.weight", "blocks."),
+                                  ("vision_encoder.", "patch_embed.projection.weight", "layers.")):
+        if prefix + "pos_embed" in shapes:
+            width = shapes[prefix + "pos_embed"][-1]  # 1 x H x W x E
+        elif prefix + patch in shapes:
+            width = shapes[prefix + patch][0]
+        else:
+            continue
+        depth = count_indexed(shapes, prefix + blocks)
+        for name, cfg in SAM_CONFIGS.items():
+            if cfg["encoder_embed_dim"] == width and depth in (0, cfg["encoder_depth"]):
+                return name
+        known = ", ".join(f"{n}: E = {c['encoder_embed_dim']}, {c['encoder_depth']} blocks"
+                          for n, c in SAM_CONFIGS.items())
+        return f"custom (E = {width}, {depth} blocks; released: {known})"
+    raise SamCheckpointError(
+        f"not a full SAM checkpoint: no 'image_encoder.pos_embed' among its {len(shapes)} keys "
+        "(a decoder-only checkpoint has no image encoder; see sam_explain.checkpoint.load_sam_checkpoint)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
-# Building the modules to fit the weights
-
-
-def _count_indexed(sd: StateDict, prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    found = {int(m.group(1)) for k in sd for m in [pattern.match(k)] if m}
-    return max(found) + 1 if found else 0
-
-
-def _need(sd: StateDict, key: str, what: str) -> torch.Tensor:
-    if key not in sd:
-        raise CheckpointError(f"missing key '{key}' ({what}); found {len(sd)} keys such as {sorted(sd)[:4]}")
-    return sd[key]
-
-
-def decoder_config_from_state_dict(sd: StateDict, num_heads: int = 8) -> Dict[str, int]:
-    """Read the MaskDecoder's constructor arguments off its weights (heads cannot be read: given)."""
-    C = _need(sd, "iou_token.weight", "the IoU token, 1 x C").shape[1]
-    M = _need(sd, "mask_tokens.weight", "the mask tokens, M x C").shape[0]
-    internal = _need(
-        sd, "transformer.final_attn_token_to_image.q_proj.weight", "the final attention's q_proj"
-    ).shape[0]
-    return dict(
-        transformer_dim=C,
-        num_multimask_outputs=M - 1,
-        depth=_count_indexed(sd, "transformer.layers."),
-        num_heads=num_heads,
-        mlp_dim=_need(sd, "transformer.layers.0.mlp.lin1.weight", "the first MLP").shape[0]
-        if "transformer.layers.0.mlp.lin1.weight" in sd else 2048,
-        attention_downsample_rate=max(1, C // internal),
-        iou_head_depth=_count_indexed(sd, "iou_prediction_head.layers."),
-        iou_head_hidden_dim=_need(sd, "iou_prediction_head.layers.0.weight", "the IoU head").shape[0],
-    )
-
-
-def _build_decoder(cfg: Dict[str, int]) -> MaskDecoder:
-    transformer = TwoWayTransformer(
-        depth=cfg["depth"], embedding_dim=cfg["transformer_dim"], num_heads=cfg["num_heads"],
-        mlp_dim=cfg["mlp_dim"], attention_downsample_rate=cfg["attention_downsample_rate"],
-    )
-    return MaskDecoder(
-        transformer_dim=cfg["transformer_dim"], transformer=transformer,
-        num_multimask_outputs=cfg["num_multimask_outputs"],
-        iou_head_depth=cfg["iou_head_depth"], iou_head_hidden_dim=cfg["iou_head_hidden_dim"],
-    )
-
-
-def _build_prompt_encoder(sd: StateDict, image_embedding_size, input_image_size) -> Tuple[PromptEncoder, Dict]:
-    C = _need(sd, "no_mask_embed.weight", "no_mask_embed, 1 x C").shape[1]
-    mask_in_chans = _need(sd, "mask_downscaling.3.weight", "the mask downscaling's second conv").shape[0]
-    cfg = dict(embed_dim=C, image_embedding_size=tuple(image_embedding_size),
-               input_image_size=tuple(input_image_size), mask_in_chans=mask_in_chans)
-    return PromptEncoder(**cfg), cfg
+# Matching and loading
 
 
 def compare_state_dict(
@@ -288,29 +287,51 @@ def compare_state_dict(
     return missing, unexpected, misshapen
 
 
-def _load_strict(module: nn.Module, sd: StateDict, what: str, path: str) -> None:
-    """Copy every tensor into ``module``, checking each key and shape first (nothing is
-    changed if anything is off)."""
-    expected = module.state_dict()
-    missing, unexpected, wrong = compare_state_dict(expected, sd)
-    misshapen = [f"{k}: expected {want}, found {got}" for k, want, got in wrong]
+def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
+                     what: str = "checkpoint", model: str = "model", error: type = SamCheckpointError) -> None:
+    """Raise ``error`` naming the missing, unexpected and misshapen keys, if ``found`` does not fit a
+    module whose state dict is ``expected``."""
+    missing, unexpected, wrong = compare_state_dict(expected, found)
+    misshapen = [f"{k}: model {want}, checkpoint {got}" for k, want, got in wrong]
     if missing or unexpected or misshapen:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
+        def listing(label: str, items: list) -> str:
+            shown = "; ".join(items[:8]) + (f"; ... ({len(items) - 8} more)" if len(items) > 8 else "")
+            return f"\n  {label} ({len(items)}): {shown}"
+
+        msg = f"the {what} does not fit the {model} ({len(expected)} keys expected, {len(found)} found)"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen)):
             if items:
-                parts.append(f"{len(items)} {label}: " + "; ".join(items[:6]) + (" ..." if len(items) > 6 else ""))
-        raise CheckpointError(
-            f"{path}: the {what} weights do not fit SAM's {what} ({len(expected)} keys expected, "
-            f"{len(sd)} found): " + " | ".join(parts)
-        )
-    module.load_state_dict(sd, strict=True)
+                msg += listing(label, items)
+        raise error(msg)
 
 
-def _model_type(sd: StateDict) -> Optional[str]:
-    for key in ("image_encoder.patch_embed.proj.weight", "vision_encoder.patch_embed.projection.weight"):
-        if key in sd:
-            return {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}.get(sd[key].shape[0], f"custom ({sd[key].shape[0]} channels)")
-    return None
+def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint",
+                           error: type = SamCheckpointError) -> None:
+    """Copy ``state_dict`` into ``module`` only if every key and shape matches; otherwise raise
+    ``error`` naming the missing, unexpected and misshapen keys (the module is left as it was)."""
+    check_state_dict(module.state_dict(), state_dict, what, error=error)
+    module.load_state_dict(state_dict, strict=True)
+
+
+def build_from_state_dict(build: Callable[[], M], state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint",
+                          model: str = "model", error: type = CheckpointError) -> M:
+    """``build()`` a module and load ``state_dict`` into it strictly. The module is built on the meta
+    device first and compared with the state dict, so a file whose sizes imply a huge model that its
+    keys do not fill is refused before anything is allocated."""
+    with torch.device("meta"):
+        shell = build()  # shapes only, no memory
+    check_state_dict(shell.state_dict(), state_dict, what, model, error)
+    module = build()
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def _config(read: Callable[[], Dict], where: str) -> Dict:
+    """Run a configuration reader; a key it needs and does not find is a CheckpointError."""
+    try:
+        return read()
+    except KeyError as err:
+        raise CheckpointError(f"{where}: missing key {err.args[0]!r}, needed to read the model's configuration") from None
 
 
 def load_sam_checkpoint(
@@ -337,7 +358,8 @@ def load_sam_checkpoint(
     path = os.fspath(path)
     sd = read_state_dict(path)
     layout = detect_layout(sd)
-    model_type = _model_type(sd)
+    has_encoder = any(k.startswith(("image_encoder.", "vision_encoder.")) for k in sd)
+    model_type = detect_model_type(sd) if has_encoder else None
     image_encoder_keys = sum(k.startswith(("image_encoder.", "vision_encoder.")) for k in sd)
     if layout == "huggingface":
         sd = hf_to_official_keys(sd)
@@ -352,19 +374,21 @@ def load_sam_checkpoint(
     decoder = prompt_encoder = None
     config: Dict[str, object] = {}
     if dec_sd:
-        cfg = decoder_config_from_state_dict(dec_sd, num_heads=num_heads)
+        cfg = _config(lambda: decoder_config_from_state_dict(dec_sd, num_heads=num_heads), path)
         if cfg["transformer_dim"] % (num_heads * cfg["attention_downsample_rate"]) != 0:
             raise CheckpointError(
                 f"{path}: h = {num_heads} heads do not divide the decoder's C / downsample_rate = "
                 f"{cfg['transformer_dim']} / {cfg['attention_downsample_rate']}; pass num_heads="
             )
-        decoder = _build_decoder(cfg)
-        _load_strict(decoder, dec_sd, "mask decoder", path)
+        decoder = build_from_state_dict(lambda: build_mask_decoder(**cfg), dec_sd, f"checkpoint {path}",
+                                        "mask decoder")
         decoder = decoder.to(device).eval()
         config["mask_decoder"] = cfg
     if pe_sd:
-        prompt_encoder, cfg = _build_prompt_encoder(pe_sd, image_embedding_size, input_image_size)
-        _load_strict(prompt_encoder, pe_sd, "prompt encoder", path)
+        cfg = _config(lambda: prompt_encoder_config_from_state_dict(
+            pe_sd, image_embedding_size, input_image_size), path)
+        prompt_encoder = build_from_state_dict(lambda: build_prompt_encoder(**cfg), pe_sd, f"checkpoint {path}",
+                                               "prompt encoder")
         prompt_encoder = prompt_encoder.to(device).eval()
         config["prompt_encoder"] = cfg
     if decoder is None and prompt_encoder is None:
@@ -373,3 +397,23 @@ def load_sam_checkpoint(
         prompt_encoder=prompt_encoder, mask_decoder=decoder, format=fmt, model_type=model_type,
         path=path, image_encoder_keys=image_encoder_keys, config=config,
     )
+
+
+def load_sam(checkpoint: str | os.PathLike, model_type: Optional[str] = None, *, decoder_num_heads: int = 8) -> Sam:
+    """The whole of SAM from an official-layout file, built to the configuration its shapes imply
+    (or to ``model_type``'s, which must then be the file's). Raises SamCheckpointError."""
+    state_dict = read_state_dict(checkpoint)
+    if any(k.startswith("vision_encoder.") for k in state_dict):
+        raise SamCheckpointError(
+            f"{checkpoint} is a Hugging Face SamModel file; the full model (with its image encoder) "
+            "loads from Meta's official files (sam_vit_b_01ec64.pth, ...). Its decoder alone loads "
+            "with sam_explain.checkpoint.load_sam_checkpoint."
+        )
+    found = detect_model_type(state_dict)  # raises a clear error for a file without an image encoder
+    if model_type is not None and found != model_type:
+        raise SamCheckpointError(f"{checkpoint} holds a {found} model, but model_type={model_type!r} was asked for")
+    config = dict(SAM_CONFIGS[model_type]) if model_type is not None else _config(
+        lambda: sam_config_from_state_dict(state_dict, decoder_num_heads=decoder_num_heads),
+        f"not an official-layout SAM state dict ({os.fspath(checkpoint)})")
+    return build_from_state_dict(lambda: make_sam(**config), state_dict, f"checkpoint {os.fspath(checkpoint)}",
+                                 error=SamCheckpointError)

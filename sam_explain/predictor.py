@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .modeling.sam import Sam
-from .shapes_check import ShapeError
-from .transforms import ResizeLongestSide, check_image
+from .shapes.check import ShapeError
+from .utils.transforms import ResizeLongestSide, check_image
 
 
 class SamPredictor:

@@ -16,7 +16,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from .example import run_decoder
+from .modeling.build import randomize_
+from .prompts import run_decoder
 
 
 def official_modeling() -> types.ModuleType:
@@ -73,27 +74,11 @@ def build_official_pair(
 
 @torch.no_grad()
 def run_both(official_decoder, official_pe, decoder, pe, prompts, image_embeddings, multimask: bool):
-    """``example.run_decoder`` on the official modules and on ours, same prompts and embeddings, without
+    """``prompts.run_decoder`` on the official modules and on ours, same prompts and embeddings, without
     autograd: ((sparse, ours), (dense, ours), (masks, ours), (iou_pred, ours)), the official first in each pair."""
     m_off, i_off, s_off, d_off = run_decoder(official_pe, official_decoder, image_embeddings, prompts, multimask)
     m_our, i_our, s_our, d_our = run_decoder(pe, decoder, image_embeddings, prompts, multimask)
     return (s_off, s_our), (d_off, d_our), (m_off, m_our), (i_off, i_our)
-
-
-@torch.no_grad()
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite every parameter with seeded noise: biases N(0, 0.01), norm weights near 1,
-    matrices, kernels and embeddings N(0, 1 / fan_in) with fan_in the size of one output row."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
-        noise = torch.randn(p.shape, generator=gen)
-        if name.endswith("bias"):
-            p.copy_(0.1 * noise)
-        elif p.dim() == 1:  # norm weights
-            p.copy_(1.0 + 0.1 * noise)
-        else:  # 2-d and more: linear and conv weights, embeddings
-            p.copy_(noise / p[0].numel() ** 0.5)
-    return module
 
 
 # --- the whole SAM, side by side (image encoder, Sam, predictor) ---

@@ -26,3 +26,12 @@ def sam_pair():
     d.load_state_dict(od.state_dict(), strict=True)
     p.load_state_dict(op.state_dict(), strict=True)
     return od, op, d, p
+
+
+@pytest.fixture
+def one_thread():
+    """Small ops: one thread is much faster than two on a busy 2-core machine. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,9 +15,9 @@ from sam_explain.attention import (
     AttentionMemoryError, capture_attention, estimate_attention_bytes, record_attention,
     token_names,
 )
-from sam_explain.example import example_prompts
+from sam_explain.prompts import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
-from sam_explain.shapes_check import ShapeError
+from sam_explain.shapes.check import ShapeError
 from sam_explain.testing import build_official_pair, official_modeling
 
 SITES = [

@@ -16,11 +16,11 @@ from matplotlib import pyplot as plt  # noqa: E402
 
 from sam_explain.attention import capture_attention  # noqa: E402
 from sam_explain.attention.inputs import build_models, placeholder_embedding, placeholder_image  # noqa: E402
-from sam_explain.example import Prompts  # noqa: E402
+from sam_explain.prompts import Prompts  # noqa: E402
 from sam_explain.figures.attention import (  # noqa: E402
     plot_image_to_token, plot_token_self, plot_token_to_image, token_index,
 )
-from sam_explain.figures.geometry import (  # noqa: E402
+from sam_explain.utils.transforms import (  # noqa: E402
     grid_to_image, image_to_input, resized_shape, to_input_frame, to_original_frame,
 )
 from sam_explain.testing import official_modeling  # noqa: E402

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from sam_explain.checkpoint import CheckpointError, load_sam_checkpoint, read_state_dict
-from sam_explain.example import example_prompts, run_decoder
+from sam_explain.prompts import example_prompts, run_decoder
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,8 @@ def test_missing_and_misshapen_keys(tmp_path, official_sd):
     with pytest.raises(CheckpointError) as err:
         load_sam_checkpoint(tmp_path / "bad.pth")
     msg = str(err.value)
-    assert "1 missing: transformer.layers.1.norm3.bias" in msg
-    assert "output_upscaling.1.weight: expected (64,), found (32,)" in msg
+    assert "missing (1): transformer.layers.1.norm3.bias" in msg
+    assert "misshapen (1): output_upscaling.1.weight: model (64,), checkpoint (32,)" in msg
 
 
 def test_not_a_sam_checkpoint(tmp_path):

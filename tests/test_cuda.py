@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sam_explain.attention import record_attention
-from sam_explain.example import example_prompts
+from sam_explain.prompts import example_prompts
 from sam_explain.testing import run_both
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -86,7 +86,8 @@ def test_toy_model_on_cuda_matches_cpu():
 def test_training_on_cuda_lowers_the_loss():
     from dataclasses import replace
 
-    from sam_explain.toy.train import SCHEDULES, train
+    from sam_explain.toy.schedules import SCHEDULES
+    from sam_explain.toy.train import train
 
     cfg = replace(SCHEDULES["tiny"], stages=((32, 30),), device="cuda", amp=True)
     model, history = train(cfg, out=None, progress=False)

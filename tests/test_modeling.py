@@ -4,7 +4,7 @@ import torch
 
 import sam_explain
 from sam_explain import HookPoint, build_mask_decoder, build_prompt_encoder
-from sam_explain.example import example_prompts, run_decoder
+from sam_explain.prompts import example_prompts, run_decoder
 
 
 def test_same_state_dict_keys_and_shapes_as_official(sam_pair):

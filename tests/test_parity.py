@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sam_explain import MaskDecoder, PromptEncoder, TwoWayTransformer
-from sam_explain.example import example_prompts
+from sam_explain.prompts import example_prompts
 from sam_explain.testing import build_official_pair, run_both
 
 TOL = 1e-5

@@ -11,7 +11,8 @@ import torch
 from sam_explain import SamPredictor, build_sam
 from sam_explain.build_sam import SamCheckpointError, sam_config_from_state_dict
 from sam_explain.cli import main
-from sam_explain.commands.predict import attention_on_image, predict_with_attention
+from sam_explain.attention import predict_with_attention
+from sam_explain.utils.transforms import grid_to_image
 from sam_explain.testing import TINY_SAM, build_official_sam, official_predictor_module
 
 
@@ -74,7 +75,7 @@ def test_attention_maps_and_geometry(checkpoint, photo):
     # input pixels 32..48 x 80..96 of the padded 128 x 128, i.e. photo pixels / (128 / 120)
     cell = torch.zeros(8, 8)
     cell[2, 5] = 1.0
-    on_photo = attention_on_image(predictor, cell)
+    on_photo = grid_to_image(cell, predictor.original_size, predictor.model.image_encoder.img_size)
     assert on_photo.shape == (90, 120)
     y, x = np.unravel_index(on_photo.argmax(), on_photo.shape)
     scale = 128 / 120

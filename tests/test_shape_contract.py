@@ -15,21 +15,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sam_explain import shape_contract as sc
-from sam_explain.example import example_prompts
+from sam_explain.shapes import contract as sc
+from sam_explain.shapes import markdown
+from sam_explain.prompts import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
 from sam_explain.tracing import TensorInfo, trace_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These forwards are tiny; on a shared 2-core box extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: extra threads only add contention
 
 
 @functools.lru_cache(maxsize=None)
@@ -196,9 +191,9 @@ def test_tracer_flags_a_wrong_contract(monkeypatch):
 
 
 def test_shapes_doc_is_current():
-    text = (ROOT / sc.SHAPES_DOC).read_text(encoding="utf-8") if (ROOT / sc.SHAPES_DOC).exists() else ""
-    assert text == sc.render_shapes_markdown(), (
-        f"{sc.SHAPES_DOC} is stale: regenerate it with `{sc.REGENERATE}` and commit it"
+    text = (ROOT / markdown.SHAPES_DOC).read_text(encoding="utf-8") if (ROOT / markdown.SHAPES_DOC).exists() else ""
+    assert text == markdown.render_shapes_markdown(), (
+        f"{markdown.SHAPES_DOC} is stale: regenerate it with `{markdown.REGENERATE}` and commit it"
     )
 
 
@@ -231,7 +226,7 @@ def test_torchinfo_parameter_counts():
                               input_data={"points": with_mask.points, "boxes": with_mask.boxes,
                                           "masks": with_mask.masks})
     assert stats.total_params == 6_220
-    doc = sc.render_shapes_markdown()
+    doc = markdown.render_shapes_markdown()
     assert "| 4,058,340 |" in doc and "| 6,220 |" in doc
 
 
@@ -239,7 +234,7 @@ def test_documented_tensors_at_a_glance():
     """Every named tensor of docs/shapes.md's first table, against a real run with SAM's numbers."""
     trace, dec_cfg, pe_cfg, _ = run_traced(B=1, points=1, mask=True)
     values = {"decoder": dec_cfg.symbols(), "prompt_encoder": pe_cfg.symbols()}
-    doc = sc.render_shapes_markdown()
+    doc = markdown.render_shapes_markdown()
     for name, (component, path, which) in sc.DOCUMENTED.items():
         rows = [r for r in trace if r.info.component == component and r.entry is not None
                 and r.entry.path == path]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sam_explain.figures import show_mask
-from sam_explain.figures.base import Figure
+from sam_explain.figures.figure import Figure
 
 
 def test_mask_is_coloured_only_where_on():

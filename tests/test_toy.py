@@ -1,7 +1,5 @@
 """The toy world: scenes, training, and the shipped weights."""
 
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -10,15 +8,16 @@ import torch
 
 from sam_explain.toy import generate_scenes, make_scene, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
-from sam_explain.toy.train import (ON_GLIBC, SCHEDULES, StepOps, TrainConfig, bounding_boxes, encoder_config,
-                                   best_pair_loss, sample_prompts, train, train_step)
+from sam_explain.toy.losses import best_pair_loss
+from sam_explain.toy.sampling import bounding_boxes, sample_prompts
+from sam_explain.toy.schedules import SCHEDULES, TrainConfig
+from sam_explain.toy.train import StepOps, encoder_config, train, train_step
 
 
 @pytest.fixture(autouse=True)
 def heap_calls(monkeypatch):
     """On CPU, train() asks glibc's malloc to keep freed memory, which is process-wide and cannot be
-    undone; in the test process the call is only recorded. A test below measures the real effect in
-    a subprocess."""
+    undone; in the test process the call is only recorded."""
     calls = []
     monkeypatch.setattr("sam_explain.toy.train.retain_freed_memory", lambda: calls.append(True) or True)
     return calls
@@ -104,15 +103,6 @@ def test_best_pair_loss_puts_the_two_readings_on_different_outputs():
     assert torch.equal(best_pair_loss(loss_part, loss_whole), torch.tensor([3.0, 1.5]))
 
 
-@pytest.fixture
-def one_thread():
-    """Small ops: one thread is much faster than two on a busy 2-core machine. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("recipe", [{}, {"amp": True, "whole_fraction": 0.5, "both_fraction": 1.0}],
                          ids=["float32", "bf16-both-readings"])
 def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe, heap_calls):
@@ -125,8 +115,7 @@ def test_training_a_few_dozen_steps_lowers_the_loss(one_thread, recipe, heap_cal
 
 
 def test_iterative_clicks_only_in_the_stages_from_iterative_min_size(one_thread):
-    """quick trains the error-region clicks from 128 px on: a step at a smaller H0 has no second pass."""
-    assert SCHEDULES["quick"].iterative_min_size == 128
+    """With iterative_min_size, a step at a smaller H0 has no second pass (no error-region click)."""
     cfg = replace(SCHEDULES["tiny"], stages=((32, 1), (64, 1)), encoder_dim=16, iterative_min_size=64)
     model = ToyModel(encoder_config=encoder_config(cfg)).train()
     gen = torch.Generator().manual_seed(0)
@@ -178,36 +167,6 @@ def test_pattern_matcher_switch_reaches_torch_compile(monkeypatch):
     assert len(seen) == 4 and all(kw["options"] is None for kw in seen)
 
 
-HEAP_PROBE = """
-import resource, sys, torch
-from sam_explain.toy.train import retain_freed_memory
-if sys.argv[1] == "retain":
-    assert retain_freed_memory()
-
-def touch_64_mib():
-    x = torch.ones(16 * 2**20)  # 64 MiB of float32: above glibc's largest mmap threshold (32 MiB)
-    del x
-
-for _ in range(2):  # the first times, the pages are new either way (and torch sets itself up)
-    touch_64_mib()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    touch_64_mib()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-@pytest.mark.skipif(not ON_GLIBC, reason="glibc only")
-def test_retain_freed_memory_stops_the_page_faults_of_reallocating():
-    """Five times 64 MiB allocated, filled and freed: by default each is a fresh mmap, 16,384 pages
-    faulted in each time; with retain_freed_memory() the heap is reused (measured: 0 faults, now and
-    then one block's 16,384)."""
-    faults = {mode: int(subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], check=True, capture_output=True,
-                                       text=True).stdout.split()[-1])
-              for mode in ("default", "retain")}
-    assert faults["default"] > 5 * 16_384 * 0.9 and faults["retain"] <= 16_384 + 1_000, faults
-
-
 def test_compile_min_size_runs_smaller_stages_eager(monkeypatch, one_thread):
     """With compile on, stages below compile_min_size call the eager functions; the others the compiled ones."""
     calls = []
@@ -244,25 +203,6 @@ def test_amp_min_size_runs_smaller_stages_in_float32(one_thread):
     assert step_dtypes(cfg, 0) == {torch.float32}  # H0 = 32
     assert step_dtypes(cfg, 1) == {torch.bfloat16}  # H0 = 64
     assert step_dtypes(replace(cfg, amp_min_size=0), 0) == {torch.bfloat16}
-
-
-def test_cpu_phases_f32_is_cpu_phases_in_float32_below_128_px_and_a_second_256_phase_last():
-    from sam_explain.toy.train import PHASED_SCHEDULES
-
-    bf16, mixed = PHASED_SCHEDULES["cpu-phases"].configs(), PHASED_SCHEDULES["cpu-phases-f32"].configs()
-    assert [replace(c, amp_min_size=128) for c in bf16[:-1]] == list(mixed[:-1])
-    assert mixed[-1] == replace(SCHEDULES["cpu-256"], seed=7, amp=True, amp_min_size=128, pattern_matcher=False)
-    assert [c.amp for c in PHASED_SCHEDULES["cpu-phases-f32"].configs(amp=False)] == [False] * 7  # the caller's last
-
-
-def test_cpu_phases_both_is_cpu_phases_f32_with_both_readings_in_its_last_three_phases():
-    from sam_explain.toy.train import PHASED_SCHEDULES
-
-    f32, both = PHASED_SCHEDULES["cpu-phases-f32"].configs(), PHASED_SCHEDULES["cpu-phases-both"].configs()
-    assert both[:4] == f32[:4] and all(c.both_fraction == 0 for c in both[:4])
-    assert list(both[4:]) == [replace(c, both_fraction=1.0) for c in f32[4:]]
-    # an override from the caller replaces a phase's own
-    assert [c.both_fraction for c in PHASED_SCHEDULES["cpu-phases-both"].configs(both_fraction=0.5)] == [0.5] * 7
 
 
 @pytest.mark.skipif(not default_weights_path().is_file(), reason="no shipped toy weights")
@@ -322,15 +262,15 @@ def test_train_and_eval_commands_write_and_measure_weights(tmp_path, capsys, one
 
     out = tmp_path / "tiny.safetensors"
     assert main(["train-toy", "--schedule", "tiny", "--out", str(out), "--no-compile", "--amp", "--seed", "3", "--no-pattern-matcher",
-                 "--stages", "32:30,48:10",
+                 "--stages", "32:6,48:2",
                  "--no-retain-memory", "--checkpoint-every", "0", "--log", str(tmp_path / "train.log")]) == 0
     model = toy_model(out)
     config = json.loads(model.metadata["config"])
-    assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "40"
+    assert model.metadata["schedule"] == "tiny" and model.metadata["steps_done"] == "8"
     assert config["compile"] is False and config["amp"] is True and config["seed"] == 3
     assert config["pattern_matcher"] is False and config["retain_memory"] is False and heap_calls == []
-    assert config["stages"] == [[32, 30], [48, 10]]
-    assert "step 39 " in (tmp_path / "train.log").read_text()
+    assert config["stages"] == [[32, 6], [48, 2]]
+    assert "step 7 " in (tmp_path / "train.log").read_text()
     # Trained on 32 and 48 px scenes, but the weights do not depend on the size: they load at SAM's grid.
     assert model.image_size == 256 and model.prompt_encoder.image_embedding_size == (64, 64)
 
@@ -355,7 +295,7 @@ def test_stages_that_cannot_train_are_refused_with_the_expected_and_the_actual(c
     with pytest.raises(ValueError, match="at least 1 step per stage, got 0 at H0 = 64"):
         TrainConfig(stages=((64, 0),))
     with pytest.raises(ValueError, match=r"stage index in 0\.\.0 \(1 stages\), got 1"):
-        replace(SCHEDULES["quick"], stages=((64, 10),))  # quick decays from its second stage
+        replace(SCHEDULES["quick"], stages=((64, 10),), decay_from_stage=1)
 
     with pytest.raises(SystemExit):  # argparse: usage and the message, exit status 2
         main(["train-toy", "--schedule", "tiny", "--stages", "64-1200"])

@@ -16,7 +16,7 @@ from torch import nn
 import sam_explain
 from sam_explain import ShapeError, trace_prompt, trace_shapes
 from sam_explain.cli import main
-from sam_explain.example import example_prompts
+from sam_explain.prompts import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
 from sam_explain.testing import build_official_pair
 
@@ -24,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = (16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These forwards are tiny; on a shared 2-core box extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny forwards: extra threads only add contention
 
 
 @pytest.fixture(scope="module")

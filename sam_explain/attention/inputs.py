@@ -11,8 +11,9 @@ import torch
 from einops import rearrange
 from torch.nn import functional as F
 
-from ..figures.geometry import image_to_input, resized_shape
-from ..modeling import MaskDecoder, PromptEncoder, build_mask_decoder, build_prompt_encoder
+from ..modeling import MaskDecoder, PromptEncoder
+from ..modeling.build import build_mask_decoder, build_prompt_encoder, randomize_
+from ..utils.transforms import image_to_input, resized_shape
 
 
 def placeholder_image(height: int = 480, width: int = 640) -> np.ndarray:
@@ -48,8 +49,6 @@ def placeholder_embedding(
 
 def build_models(seed: int = 0) -> Tuple[PromptEncoder, MaskDecoder]:
     """(prompt_encoder, decoder) with SAM's configuration and seeded random weights."""
-    from ..testing import randomize_
-
     torch.manual_seed(seed)
     prompt_encoder, decoder = build_prompt_encoder(), build_mask_decoder()
     randomize_(decoder, seed)

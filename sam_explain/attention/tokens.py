@@ -41,7 +41,7 @@ def sparse_token_names(
 
 
 def token_names(prompts, num_mask_tokens: int = 4) -> List[List[str]]:
-    """T names per prompt set, for a ``sam_explain.example.Prompts`` (or anything with
+    """T names per prompt set, for a ``sam_explain.prompts.Prompts`` (or anything with
     ``points``, ``boxes`` and ``batch``): a list of B lists."""
     return [
         output_token_names(num_mask_tokens) + sparse_token_names(prompts.points, prompts.boxes, b)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
+
+from .args import CommandError, load_embedding, load_image, parse_numbers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,43 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_numbers(text: str, count: int, what: str) -> List[float]:
-    parts = [s for s in re.split(r"[,\s]+", text.strip()) if s]
-    if len(parts) != count:
-        raise SystemExit(f"sam-explain attention: {what} needs {count} numbers separated by commas, got {text!r}")
-    try:
-        return [float(s) for s in parts]
-    except ValueError:
-        raise SystemExit(f"sam-explain attention: {what} must be numbers, got {text!r}") from None
-
-
-def load_embedding(path: str) -> torch.Tensor:
-    """A saved image embedding, read without unpickling arbitrary objects: 1 x C x H x W."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".npy":
-        t = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(path)
-        if len(tensors) != 1:
-            raise SystemExit(f"sam-explain attention: {path} holds {len(tensors)} tensors, expected 1")
-        t = next(iter(tensors.values()))
-    else:
-        t = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(t, torch.Tensor):
-            raise SystemExit(f"sam-explain attention: {path} holds a {type(t).__name__}, expected a tensor")
-    if t.dim() == 3:
-        t = t[None]  # C x H x W -> 1 x C x H x W
-    return t.float()
-
-
-def load_image(path: str) -> np.ndarray:
-    from matplotlib.image import imread
-
-    return imread(path)
-
-
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -94,7 +59,7 @@ def build_inputs(args: argparse.Namespace):
 
         parts = load_sam_checkpoint(args.checkpoint)
         if parts.mask_decoder is None:
-            raise SystemExit(f"sam-explain attention: {args.checkpoint} holds no mask decoder ({parts.format})")
+            raise CommandError(f"{args.checkpoint} holds no mask decoder ({parts.format})")
         decoder = parts.mask_decoder.eval()
         if parts.prompt_encoder is not None:
             prompt_encoder = parts.prompt_encoder.eval()
@@ -107,7 +72,7 @@ def build_inputs(args: argparse.Namespace):
         embeddings = load_embedding(args.embedding)
         want = (1, decoder.transformer_dim, *prompt_encoder.image_embedding_size)
         if tuple(embeddings.shape) != want:
-            raise SystemExit(f"sam-explain attention: the embedding in {args.embedding} must be 1 x C x H x W = "
+            raise CommandError(f"the embedding in {args.embedding} must be 1 x C x H x W = "
                              f"{' x '.join(map(str, want))}, got {' x '.join(map(str, embeddings.shape))}")
     else:
         embeddings = placeholder_embedding(image, seed=args.seed, grid=prompt_encoder.image_embedding_size[0],
@@ -121,10 +86,10 @@ def toy_inputs(args: argparse.Namespace):
     try:
         from ..toy import make_scene, toy_model
     except ImportError:
-        raise SystemExit("sam-explain attention: --toy needs the toy model (sam_explain.toy), "
+        raise CommandError("--toy needs the toy model (sam_explain.toy), "
                          "which this version does not have") from None
     if args.checkpoint or args.embedding:
-        raise SystemExit("sam-explain attention: --toy brings its own weights and embeddings; "
+        raise CommandError("--toy brings its own weights and embeddings; "
                          "drop --checkpoint / --embedding")
     model = toy_model().eval()
     scene = None if args.image else make_scene(seed=args.seed)
@@ -144,8 +109,8 @@ def describe_prompts(
 ):
     """The --point / --box prompt, from image pixels to the prompt encoder's input frame
     (``input_size`` is the side of its square input, 1024 in SAM)."""
-    from ..example import Prompts
-    from ..figures.geometry import to_input_frame
+    from ..prompts import Prompts
+    from ..utils.transforms import to_input_frame
 
     h0, w0 = image_size
     points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -166,9 +131,6 @@ def describe_prompts(
 
 
 def run(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
     from ..attention import capture_attention, token_names
     from ..figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image, token_index
 
@@ -179,12 +141,12 @@ def run(args: argparse.Namespace) -> int:
     heads = int(args.heads) if args.heads.isdigit() else args.heads
     h = decoder.transformer.num_heads
     if heads not in ("all", "mean") and not (isinstance(heads, int) and heads < h):
-        raise SystemExit(f"sam-explain attention: --heads must be 'all', 'mean' or an index in 0..h-1 = "
+        raise CommandError(f"--heads must be 'all', 'mean' or an index in 0..h-1 = "
                          f"0..{h - 1}, got {args.heads!r}")
     names = token_names(prompts, decoder.num_mask_tokens)[0]
     if not (isinstance(token, int) and token < len(names)) and token not in names \
             and [n.split(" (")[0] for n in names].count(token) != 1:
-        raise SystemExit(f"sam-explain attention: no token named {args.token!r}; tokens are {names}")
+        raise CommandError(f"no token named {args.token!r}; tokens are {names}")
     record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
     try:
         t = token_index(record, token)
@@ -197,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             "token_self.png": plot_token_self(record, scale=args.scale),
         }
     except ValueError as err:
-        raise SystemExit(f"sam-explain attention: {err}") from None
+        raise CommandError(f"{err}") from None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"tokens: {', '.join(record.names(0))}")

@@ -25,7 +25,7 @@ def describe(name: str, t: torch.Tensor, symbols: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..example import example_prompts, run_decoder
+    from ..prompts import example_prompts, run_decoder
     from ..modeling import build_mask_decoder, build_prompt_encoder
 
     torch.manual_seed(args.seed)

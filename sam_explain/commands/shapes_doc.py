@@ -8,14 +8,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shapes-doc", help="generate docs/shapes.md from sam_explain/shape_contract.py")
+    p = sub.add_parser("shapes-doc", help="generate docs/shapes.md from sam_explain/shapes/contract.py")
     p.add_argument("--output", help="write to this file (default: print)")
     p.add_argument("--check", action="store_true", help="exit 1 if --output differs from what would be written")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..shape_contract import REGENERATE, render_shapes_markdown
+    from ..shapes.markdown import REGENERATE, render_shapes_markdown
 
     text = render_shapes_markdown()
     if not args.output:

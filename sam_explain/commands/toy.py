@@ -7,30 +7,23 @@ from dataclasses import replace
 from pathlib import Path
 
 
+def schedule_help() -> str:
+    """A sentence per schedule of ``toy.schedules``, for ``train-toy --help``."""
+    return ("quick (the default): from scratch on a laptop's CPU, about 20 minutes with --threads 2, eager (no C++ "
+            "compiler needed); best of three 0.77 with its default seed, 0.70 with others. "
+            "cpu: from scratch on a 2-core CPU, seven phases, about 80 minutes with --threads 2, compiled: every "
+            "figure target. "
+            "full: from scratch on one GPU (--device cuda), about 4 minutes. "
+            "shipped: the seven phases that trained the weights in the package, as they were run. "
+            "tiny, tiny-phases: a few dozen steps, for the tests. "
+            "Each schedule's figures: docs/toy_model.md")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..toy.train import PHASED_SCHEDULES, SCHEDULES  # torch is loaded already by the package; this adds a few ms
+    from ..toy.schedules import DEFAULT_SCHEDULE, SCHEDULES
 
     p = sub.add_parser("train-toy", help="train the toy SAM on synthetic scenes and write its weights")
-    p.add_argument("--schedule", default="cpu", choices=[*SCHEDULES, *PHASED_SCHEDULES],
-                   help="full: from scratch on one GPU (--device cuda; 4 min measured on an H200); cpu: from scratch on CPU (19 min measured, one thread); "
-                        "cpu-finetune: a second phase on CPU with --init (10-13 min measured); "
-                        "cpu-hires: a phase at 128 and 256 px with --init, compiled (60 min measured, 2 threads); "
-                        "cpu-256: a phase at 256 px with --init (38 min measured, 2 threads); "
-                        "cpu-amp: from scratch, compiled, bfloat16, 64 then 128 then 256 px (80 min measured, 2 threads); "
-                        "cpu-nested: a phase at 256 px with --init that trains both readings of a click on a nested part (37 min measured, 2 threads); "
-                        "cpu-explicit: cpu-amp with --no-pattern-matcher and 1,000 steps at 256 px (95 min measured before --retain-memory, 0.79; "
-                        "with --stages 64:1200,128:2000,256:1200 and the memory kept: 83 min, 0.78); "
-                        "cpu-wide: cpu-explicit with quick's encoder (D = 192, context branch) and 2,000 steps at 64 px (83 min measured, 2 threads; 0.78, 0.65 single mask); "
-                        "cpu-128: cpu-wide with the iterative clicks from 128 px on and most steps at 128 px (73 min measured, 2 threads; 0.77, 0.66 single mask); "
-                        "cpu-b8: from scratch, 64 px eager then 256 px compiled, 8 scenes x 1 prompt set a step (76 min measured, 2 threads; 0.70, below cpu-amp); "
-                        "cpu-phases: the shipped weights' seven phases from scratch in one command, bfloat16, explicit attention "
-                        "(86.5 min measured, 2 threads; 0.83, 0.70 single mask, 0.88 box); "
-                        "cpu-phases-f32: cpu-phases in float32 at 32 and 64 px, with a second cpu-256 phase instead of cpu-nested last "
-                        "(75 min measured, 2 threads; 0.857, 0.757 single mask, 0.895 box, both readings of a part 37%); "
-                        "cpu-phases-both: cpu-phases-f32 with both readings of a click on a nested part trained at once in its last three phases "
-                        "(80 min measured from an empty compile cache, 2 threads; 0.877, 0.763 single mask, 0.906 box, both readings 73%: "
-                        "every figure target); "
-                        "quick: from scratch on CPU, eager, mostly 64 px, an encoder with D = 192 and a context branch and the iterative clicks from 128 px on (18.3 min measured, 2 threads; 0.766 with the default seed, 0.70 with seeds 14 and 15)")
+    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=list(SCHEDULES), help=schedule_help())
     p.add_argument("--stages", type=parse_stages, default=None, metavar="H0:STEPS,...",
                    help="replace the schedule's stages (image size H0 in px, steps), smallest images first, "
                         "e.g. 64:1200,128:2000,256:1200; everything else stays the schedule's")
@@ -91,7 +84,8 @@ def parse_stages(text: str) -> tuple:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from ..toy.train import PHASED_SCHEDULES, SCHEDULES, train, train_phases
+    from ..toy.schedules import SCHEDULES, PhasedSchedule
+    from ..toy.train import train, train_phases
 
     # Each override given on the command line replaces that field of the schedule; TrainConfig checks
     # the result (the --stages against the schedule's decay_from_stage, for one).
@@ -101,21 +95,22 @@ def run_train(args: argparse.Namespace) -> int:
         def log(line: str) -> None:
             with open(args.log, "a") as f:
                 f.write(line + "\n")
-    if args.schedule in PHASED_SCHEDULES:
+    schedule = SCHEDULES[args.schedule]
+    if isinstance(schedule, PhasedSchedule):
         given = [f"--{name}" for name in PER_PHASE if getattr(args, name) is not None]
         if given:
             raise ValueError(f"{args.schedule} is a phased schedule (its phases set their own stages and seeds, and "
                              f"each starts from the weights of the one before): expected none of "
                              f"{', '.join('--' + name for name in PER_PHASE)}, got {', '.join(given)}")
         overrides["device"] = args.device
-        configs = PHASED_SCHEDULES[args.schedule].configs(**overrides)  # checked before anything runs
+        configs = schedule.configs(**overrides)  # checked before anything runs
         torch.set_num_threads(args.threads)
         print(f"train-toy: schedule {args.schedule}, {len(configs)} phases, {sum(c.steps for c in configs)} steps, "
               f"device {args.device}")
         train_phases(args.schedule, Path(args.out), overrides=overrides, checkpoint_every=args.checkpoint_every, log=log)
         print(f"wrote {args.out}")
         return 0
-    cfg = replace(SCHEDULES[args.schedule], device=args.device, **overrides)
+    cfg = replace(schedule, device=args.device, **overrides)
     torch.set_num_threads(args.threads)  # only once the configuration is known to be valid
     print(f"train-toy: schedule {args.schedule}, {cfg.steps} steps, stages (H0, steps) {cfg.stages}, "
           f"B = {cfg.scenes_per_step} scenes x {cfg.prompts_per_scene} prompt sets, device {cfg.device}")

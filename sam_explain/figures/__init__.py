@@ -1,10 +1,19 @@
-"""Figures of the decoder's internals (matplotlib; every function returns its Figure)."""
+"""Figures of the decoder's internals, drawn with matplotlib; every function returns its Figure.
 
+  attention      plot_token_to_image, plot_image_to_token, plot_token_self
+  explorer       explore_attention (ipywidgets)
+  masks          show_mask, plot_masks
+  architecture   plot_architecture
+  figure         Figure, which shows itself in Jupyter without pyplot
+
+The geometry functions re-exported here live in ``sam_explain.utils.transforms``.
+"""
+
+from ..utils.transforms import grid_to_image, resized_shape, to_input_frame, to_original_frame
 from .attention import plot_image_to_token, plot_token_self, plot_token_to_image
-from .geometry import grid_to_image, resized_shape, to_input_frame, to_original_frame
-from .masks import show_mask
+from .masks import plot_masks, show_mask
 
 __all__ = [
-    "grid_to_image", "plot_image_to_token", "plot_token_self", "plot_token_to_image", "resized_shape", "show_mask",
-    "to_input_frame", "to_original_frame",
+    "grid_to_image", "plot_image_to_token", "plot_masks", "plot_token_self", "plot_token_to_image", "resized_shape",
+    "show_mask", "to_input_frame", "to_original_frame",
 ]

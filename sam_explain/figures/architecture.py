@@ -11,12 +11,12 @@ right for whatever configuration it is drawn from.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..tracing.render import value_text
-from .base import Figure
+from .figure import Figure
 
 # box name -> (x, y centre, label, colour); the canvas is 12 x 13 units
 BOXES: Dict[str, Tuple[float, float, str, str]] = {

@@ -7,7 +7,7 @@
 Each takes an :class:`~sam_explain.attention.AttentionRecord` (from ``capture_attention``),
 a prompt set, ``heads`` ("all", "mean" or a head index) and ``layers`` (None, or a list of
 0, 1, "final"). With ``image`` (h0 x w0 x 3, uint8 or float) the H x W maps are drawn over the
-image by SAM's resize-and-pad geometry (``figures.geometry``); without it, as the raw H x W grid.
+image by SAM's resize-and-pad geometry (``sam_explain.utils.transforms``); without it, as the raw H x W grid.
 ``scale="shared"`` gives every panel one colour scale, ``"per-panel"`` one each; the figure
 title says which. Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so
 they never leak; ``fig.savefig(path)`` writes a PNG.
@@ -27,10 +27,10 @@ from matplotlib.patches import Rectangle
 
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
-from .base import Figure
-from .geometry import as_float_image, grid_to_image, to_original_frame
+from ..utils.transforms import as_float_image, grid_to_image, to_original_frame
+from .figure import Figure
 
-Head = Union[str, int]  # "all", "mean" or 0 .. h-1
+Head = Union[str, int, Sequence[Union[str, int]]]  # "all", "mean", 0 .. h-1, or a list of "mean" and indices
 SCALES = ("shared", "per-panel")
 
 KIND_MEANING = {
@@ -63,8 +63,11 @@ def sites_of(record: AttentionRecord, kind: str, layers: Optional[Sequence] = No
 
 
 def head_views(maps: torch.Tensor, heads: Head, averaged: bool) -> List[Tuple[str, torch.Tensor]]:
-    """h x ... -> [(label, ...)]: every head, their mean, or one head (the head axis comes first)."""
+    """h x ... -> [(label, ...)]: every head ("all"), their mean ("mean"), one head (an index), or a
+    list of "mean" and indices (the head axis comes first)."""
     h = maps.shape[0]
+    if isinstance(heads, (list, tuple)):
+        return [view for one in heads for view in head_views(maps, one, averaged)]
     if averaged:
         if heads not in ("mean", "all"):
             raise ValueError(f"the record holds head-averaged maps only; use heads='mean', got {heads!r}")
@@ -75,7 +78,7 @@ def head_views(maps: torch.Tensor, heads: Head, averaged: bool) -> List[Tuple[st
         return [(f"mean of {h} heads", maps.mean(0))]
     if isinstance(heads, (int, np.integer)) and 0 <= int(heads) < h:
         return [(f"head {int(heads)}", maps[int(heads)])]
-    raise ValueError(f"heads must be 'all', 'mean' or an index in 0..h-1 = 0..{h - 1}, got {heads!r}")
+    raise ValueError(f"heads must be 'all', 'mean', a list of those or an index in 0..h-1 = 0..{h - 1}, got {heads!r}")
 
 
 def site_label(site: AttentionSite) -> str:

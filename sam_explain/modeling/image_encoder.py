@@ -29,7 +29,7 @@ from einops import einsum, rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes_check import expect_like_weights, expect_shape
+from ..shapes.check import expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d, MLPBlock
 
 

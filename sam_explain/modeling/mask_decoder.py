@@ -23,7 +23,7 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes_check import ShapeError, expect_like_weights, expect_shape
+from ..shapes.check import ShapeError, expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d
 
 

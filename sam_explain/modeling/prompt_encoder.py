@@ -11,13 +11,13 @@
 """
 
 import math
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Optional, Tuple, Type
 
 import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from ..shapes_check import ShapeError, expect_shape
+from ..shapes.check import ShapeError, expect_shape
 from .common import HookPoint, LayerNorm2d
 
 

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes_check import ShapeError, expect_shape
+from ..shapes.check import ShapeError, expect_shape
+from ..utils.transforms import postprocess_masks
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -133,11 +134,7 @@ class Sam(nn.Module):
                 f"Sam.postprocess_masks: input_size (Hr, Wr) must be within the {s} x {s} "
                 f"encoder input, got {tuple(input_size)}"
             )
-        masks = F.interpolate(masks, (s, s), mode="bilinear", align_corners=False)  # B x k x 1024 x 1024
-        masks = masks[..., : input_size[0], : input_size[1]]  # B x k x Hr x Wr
-        return F.interpolate(
-            masks, tuple(int(v) for v in original_size), mode="bilinear", align_corners=False
-        )  # B x k x H0 x W0
+        return postprocess_masks(masks, input_size, original_size, s)  # B x k x H0 x W0
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise the colours and zero-pad to a square.

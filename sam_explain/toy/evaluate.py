@@ -19,7 +19,8 @@ import torch
 
 from .model import ToyModel
 from .scenes import generate_scenes
-from .train import bounding_boxes, mask_ious, sample_in_masks
+from .losses import mask_ious
+from .sampling import bounding_boxes, sample_in_masks
 
 EVAL_SEED = 2_024_112_400  # training draws scene seeds seed * 1_000_003 + step, far below this
 

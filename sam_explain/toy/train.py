@@ -21,6 +21,9 @@ One step:
      and its actual IoU with the target.
 AdamW, linear warm-up then cosine decay, gradient clipping at 1. Optionally (``amp``) the forward
 pass runs under bfloat16 autocast, with the losses in float32.
+
+The recipes are in ``schedules``, the prompts in ``sampling``, the losses in ``losses``; ``train``
+runs one configuration, ``train_phases`` a phased schedule.
 """
 
 from __future__ import annotations
@@ -30,287 +33,21 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
 
-from .encoder import DILATIONS, PATCH_SIZE
+from .encoder import DILATIONS
+from .losses import FOCAL_WEIGHT, best_pair_loss, dice_loss, focal_loss, mask_ious
 from .model import ToyModel, save_toy_weights, toy_model
-from .scenes import SceneBatch, generate_scenes
+from .sampling import sample_in_masks, sample_prompts
+from .scenes import generate_scenes
+from .schedules import SCHEDULES, PhasedSchedule, TrainConfig
 
-FOCAL_WEIGHT = 20.0  # SAM: focal : dice = 20 : 1
 TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evaluation uses its own stream)
-MIN_IMAGE_SIZE = 32  # the smallest H0 trained on (the "tiny" schedule: an 8 x 8 grid)
-
-
-@dataclass
-class TrainConfig:
-    stages: Tuple[Tuple[int, int], ...] = ((256, 3000),)  # (image size H0, steps): small images first
-    scenes_per_step: int = 4  # S
-    prompts_per_scene: int = 8  # P; B = S * P prompt sets per step
-    lr: float = 6e-4
-    warmup: int = 100
-    weight_decay: float = 0.01
-    iterative_fraction: float = 0.25  # prompt sets that also get an error-region click
-    iterative_min_size: int = 0  # ... only in the stages with H0 at least this (quick: none at 64 px)
-    seed: int = 0
-    encoder_dim: int = 96  # D, the toy encoder's hidden channels
-    encoder_dilations: Tuple[int, ...] = DILATIONS  # its residual convs on the H x W grid
-    encoder_context_size: int = 0  # 0, or h0: its context branch on the image resized to h0 x h0 (encoder.py)
-    device: str = "cpu"
-    decay_from_stage: int = 0  # the lr is constant after warm-up until this stage, then decays (cosine) to 5%
-    compile: bool = False  # torch.compile the encoder, the decoder and the losses (needs a C++ compiler on CPU)
-    compile_min_size: int = 0  # with compile: stages of smaller images run eager (compiling them costs more than it saves)
-    pattern_matcher: bool = True  # with compile: inductor's graph rewrites, among them explicit attention -> fused SDPA
-    amp: bool = False  # bfloat16 autocast for the forward pass (losses in float32)
-    amp_min_size: int = 0  # with amp: stages of smaller images run in float32 (cpu-phases-f32: more accurate there)
-    whole_fraction: float = 0.0  # clicks on a nested part whose target becomes the whole object
-    both_fraction: float = 0.0  # of the other clicks on a nested part: trained on the part and the whole at once
-    retain_memory: bool = True  # on CPU: glibc's malloc keeps freed memory (retain_freed_memory); speed only
-
-    def __post_init__(self) -> None:
-        # Every schedule, and every override of one (train-toy --stages), passes through here.
-        if not self.stages:
-            raise ValueError("stages: expected at least one (H0, steps) stage, got none")
-        for size, steps in self.stages:
-            if size < MIN_IMAGE_SIZE or size % PATCH_SIZE:
-                raise ValueError(f"stages: expected each H0 a multiple of {PATCH_SIZE} (the encoder's patch) "
-                                 f"and at least {MIN_IMAGE_SIZE}, got H0 = {size} in {self.stages}")
-            if steps < 1:
-                raise ValueError(f"stages: expected at least 1 step per stage, got {steps} at H0 = {size}")
-        if not 0 <= self.decay_from_stage < len(self.stages):
-            raise ValueError(f"decay_from_stage: expected a stage index in 0..{len(self.stages) - 1} "
-                             f"({len(self.stages)} stages), got {self.decay_from_stage}")
-
-    @property
-    def steps(self) -> int:
-        return sum(steps for _, steps in self.stages)
-
-
-SCHEDULES: Dict[str, TrainConfig] = {
-    # One GPU, from scratch: 256 x 256 only (a GPU step costs about the same at every size, being bound
-    # by kernel launches), B = 128, compiled, bfloat16: 239 s measured on an H200 (docs/toy_model.md).
-    "full": TrainConfig(stages=((256, 2300),), scenes_per_step=16, prompts_per_scene=8, lr=8e-4, warmup=100,
-                        seed=11, decay_from_stage=0, compile=True, amp=True, whole_fraction=0.35),
-    # CPU, one thread, from scratch: phase 1 of the shipped weights (docs/toy_model.md lists the phases).
-    "cpu": TrainConfig(stages=((32, 800), (64, 120), (128, 24), (256, 6)), scenes_per_step=3,
-                       prompts_per_scene=8, decay_from_stage=2),
-    # CPU, two threads, from scratch, eager (no compiler needed): mostly 64 x 64, where a step is cheapest,
-    # then 128 and 256; an encoder twice as wide (D = 192) with a context branch that sees every image at
-    # 64 x 64, so that the 64 px steps carry over to 256 px; the iterative clicks from 128 px on:
-    # 1,096 s measured, 0.766 best of three; with seeds 14 and 15, 0.703 and 0.700 (docs/toy_model.md).
-    "quick": TrainConfig(stages=((64, 1800), (128, 560), (256, 36)), scenes_per_step=3, prompts_per_scene=8,
-                         lr=6e-4, warmup=100, seed=13, encoder_dim=192, encoder_dilations=(1, 2),
-                         encoder_context_size=64, iterative_min_size=128, decay_from_stage=1, amp=True,
-                         whole_fraction=0.35,
-                         compile_min_size=128, pattern_matcher=False),  # with --compile: 128 and 256 px, rewrites off
-    # A second phase on top of "cpu" (train-toy --schedule cpu-finetune --init cpu.safetensors).
-    "cpu-finetune": TrainConfig(stages=((64, 700), (128, 60), (256, 12)), scenes_per_step=3, prompts_per_scene=8,
-                                lr=3e-4, warmup=20, seed=0, decay_from_stage=1),
-    # A third kind of phase on top of the others, with --init: most steps at 128 x 128, then 256 x 256
-    # (where the evaluation runs), compiled, two threads (see docs/toy_model.md for the measured time).
-    "cpu-hires": TrainConfig(stages=((128, 1400), (256, 300)), scenes_per_step=3, prompts_per_scene=8,
-                             lr=3e-4, warmup=20, seed=5, decay_from_stage=1, compile=True),
-    # With --init: 256 x 256 only, the lr decaying from the start, compiled, two threads.
-    "cpu-256": TrainConfig(stages=((256, 350),), scenes_per_step=3, prompts_per_scene=8,
-                           lr=2e-4, warmup=10, seed=6, decay_from_stage=0, compile=True),
-    # From scratch on a 2-core CPU, two threads, compiled, bfloat16 autocast: 4,827 s measured, short of
-    # the mIoU targets (docs/toy_model.md).
-    "cpu-amp": TrainConfig(stages=((64, 1200), (128, 2000), (256, 850)), scenes_per_step=3, prompts_per_scene=8,
-                           lr=6e-4, warmup=100, seed=7, decay_from_stage=1, compile=True, amp=True,
-                           whole_fraction=0.5),
-    # With --init: 256 x 256 only, a click on a nested part trained on both readings, bfloat16, compiled.
-    "cpu-nested": TrainConfig(stages=((256, 650),), scenes_per_step=3, prompts_per_scene=8,
-                              lr=1.5e-4, warmup=10, seed=9, decay_from_stage=0, compile=True, amp=True,
-                              whole_fraction=0.5),
-    # CPU, two threads, from scratch: 800 eager steps at 64 px to leave the plateau, then 256 x 256 compiled;
-    # B = 8 scenes x 1 prompt set (many scenes, many small steps), bfloat16: 4,533 s measured, 0.698 best
-    # of three, below cpu-amp (docs/toy_model.md).
-    "cpu-b8": TrainConfig(stages=((64, 800), (256, 2800)), scenes_per_step=8, prompts_per_scene=1, lr=4e-4,
-                          warmup=100, seed=21, decay_from_stage=1, compile=True, compile_min_size=128, amp=True,
-                          whole_fraction=0.35),
-    # For tests: tiny images (32 x 32, an 8 x 8 grid), a few dozen steps.
-    "tiny": TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5),
-}
-# cpu-amp with inductor's pattern rewrites off (explicit attention) and 1,000 steps at 256 px instead of
-# 850: 5,728 s measured before retain_memory existed, 0.792 best of three; with the memory kept and
-# --stages 64:1200,128:2000,256:1200, 4,991 s and 0.776 (docs/toy_model.md).
-SCHEDULES["cpu-explicit"] = replace(SCHEDULES["cpu-amp"], stages=((64, 1200), (128, 2000), (256, 1000)),
-                                    pattern_matcher=False)
-# cpu-explicit with quick's encoder (D = 192, the context branch) and 2,000 steps at 64 px, where they are
-# cheapest; compiled from 128 px on, the memory kept: 4,999 s measured, 0.784 best of three, 0.646 single
-# mask, 0.826 box, short of the targets (docs/toy_model.md).
-SCHEDULES["cpu-wide"] = replace(SCHEDULES["cpu-explicit"], stages=((64, 2000), (128, 2000), (256, 1000)),
-                                encoder_dim=192, encoder_dilations=(1, 2), encoder_context_size=64,
-                                compile_min_size=128)
-# cpu-wide with quick's change, the iterative clicks from 128 px on, 650 fewer steps at 256 px (2.7 s
-# each) and 2,200 more at 128 px (0.7 s each), where quick's score was made: 4,369 s measured,
-# 0.774 best of three, 0.663 single mask, 0.816 box, short of the targets (docs/toy_model.md).
-SCHEDULES["cpu-128"] = replace(SCHEDULES["cpu-wide"], stages=((64, 2000), (128, 4200), (256, 350)),
-                               iterative_min_size=128)
-
-
-class Phase(NamedTuple):
-    """One phase of a phased schedule: a schedule in SCHEDULES, its seed, and TrainConfig fields of its own."""
-
-    schedule: str
-    seed: int
-    overrides: Tuple[Tuple[str, object], ...] = ()
-
-
-@dataclass(frozen=True)
-class PhasedSchedule:
-    """Schedules trained one after the other: each phase starts, with a fresh optimiser, from the weights
-    the phase before wrote (what ``train-toy --init`` does by hand). ``overrides`` apply to every phase."""
-
-    phases: Tuple[Phase, ...]
-    overrides: Tuple[Tuple[str, object], ...] = ()
-
-    def configs(self, **overrides) -> Tuple[TrainConfig, ...]:
-        """One TrainConfig per phase; keyword overrides replace the phased schedule's, which replace the phase's."""
-        return tuple(replace(SCHEDULES[phase.schedule], seed=phase.seed,
-                             **{**dict(phase.overrides), **dict(self.overrides), **overrides})
-                     for phase in self.phases)
-
-
-SHIPPED_PHASES = (Phase("cpu", 0), Phase("cpu-finetune", 0), Phase("cpu-finetune", 2), Phase("cpu-finetune", 3),
-                  Phase("cpu-hires", 5), Phase("cpu-256", 6), Phase("cpu-nested", 9))  # docs/toy_model.md
-BOTH_READINGS = (("both_fraction", 1.0),)  # a phase's override: each click on a nested part kept on the part
-F32_BELOW_128 = (("amp", True), ("amp_min_size", 128), ("pattern_matcher", False))
-PHASED_SCHEDULES: Dict[str, PhasedSchedule] = {
-    # The seven phases of the shipped weights, from scratch in one command, with the speed options found
-    # since: bfloat16 autocast and explicit attention in every phase. Two threads: 5,187 s measured
-    # (86.5 min), 0.828 best of three, 0.697 single mask, 0.879 box, short of the first two.
-    "cpu-phases": PhasedSchedule(phases=SHIPPED_PHASES, overrides=(("amp", True), ("pattern_matcher", False))),
-    # cpu-phases in float32 at 32 and 64 px (bfloat16 there cost phases 1 to 4 0.06 best of three), and
-    # for the last phase a second cpu-256 instead of cpu-nested. Two threads: 4,484 s measured (74.7 min),
-    # 0.857 best of three, 0.757 single mask, 0.895 box; both readings of a nested part in 37% of the
-    # cases, against the shipped weights' 53% (docs/toy_model.md).
-    "cpu-phases-f32": PhasedSchedule(
-        phases=(*SHIPPED_PHASES[:-1], Phase("cpu-256", 7)), overrides=F32_BELOW_128),
-    # cpu-phases-f32 with both readings of a click on a nested part trained at once, on two different
-    # multimask outputs (both_fraction 1), in its last three phases. Two threads, an empty compile cache:
-    # 4,803 s measured (80.0 min), 0.877 best of three, 0.763 single mask, 0.906 box, both readings of a
-    # nested part in 73% of the cases: every figure target (docs/toy_model.md).
-    "cpu-phases-both": PhasedSchedule(
-        phases=(*SHIPPED_PHASES[:4], *(Phase(name, seed, BOTH_READINGS) for name, seed in
-                                       (("cpu-hires", 5), ("cpu-256", 6), ("cpu-256", 7)))),
-        overrides=F32_BELOW_128),
-    # For tests: two short phases.
-    "tiny-phases": PhasedSchedule(phases=(Phase("tiny", 0), Phase("tiny", 1))),
-}
-
-
-def sample_in_masks(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One pixel drawn uniformly from each mask (B x H0 x W0 bool): B x 2 integer (x, y).
-    An empty mask gives a uniform pixel."""
-    B, H0, W0 = masks.shape
-    weights = masks.flatten(1).float() + 1e-12  # B x H0W0
-    flat = torch.multinomial(weights, 1, generator=gen)[:, 0]  # B
-    return torch.stack([flat % W0, flat // W0], dim=-1).float()  # B x 2, (x, y)
-
-
-def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """B x H0 x W0 bool -> B x 4 (x0, y0, x1, y1), inclusive pixel indices."""
-    B, H0, W0 = masks.shape
-    rows = masks.any(dim=2).float()  # B x H0
-    cols = masks.any(dim=1).float()  # B x W0
-    y0 = rows.argmax(dim=1)
-    y1 = H0 - 1 - rows.flip(1).argmax(dim=1)
-    x0 = cols.argmax(dim=1)
-    x1 = W0 - 1 - cols.flip(1).argmax(dim=1)
-    return torch.stack([x0, y0, x1, y1], dim=-1).float()  # B x 4
-
-
-def noisy_boxes(masks: torch.Tensor, gen: torch.Generator, max_noise: float) -> torch.Tensor:
-    """Bounding boxes with Gaussian noise on each coordinate: std 10% of the side, at most ``max_noise``."""
-    box = bounding_boxes(masks)  # B x 4
-    side = torch.stack([box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]], dim=-1).repeat(1, 2) + 1  # B x 4
-    std = (0.1 * side).clamp(max=max_noise)
-    box = box + std * torch.randn(box.shape, generator=gen, device=box.device)
-    H0 = masks.shape[-1]
-    return box.clamp(0, H0 - 1)
-
-
-@dataclass
-class PromptBatch:
-    scene: torch.Tensor  # B, which scene each prompt set is on
-    target: torch.Tensor  # B x H0 x W0 bool
-    is_point: torch.Tensor  # B bool: one click (else a box)
-    point: torch.Tensor  # B x 1 x 2
-    box: torch.Tensor  # B x 4
-    whole_for_part: torch.Tensor  # B bool: a click on a nested part whose target is the whole object
-    both_readings: torch.Tensor  # B bool: a click on a nested part trained on the part and the whole at once
-    whole: torch.Tensor  # B x H0 x W0 bool: the whole object the target belongs to (an object's is itself)
-
-
-def sample_prompts(scenes: SceneBatch, per_scene: int, gen: torch.Generator, point_fraction: float = 0.5,
-                   whole_fraction: float = 0.0, both_fraction: float = 0.0) -> PromptBatch:
-    """P prompt sets per scene: a valid target mask, then one click inside it or a noisy box around it.
-
-    A click on a nested part is ambiguous; with probability ``whole_fraction`` its target becomes the
-    whole object (the click stays on the part), so both readings are trained on part clicks. Of the
-    part clicks left, ``both_fraction`` are marked to be trained on both readings at once."""
-    S = scenes.images.shape[0]
-    device = scenes.images.device
-    valid = scenes.targets_valid.float()  # S x 2K
-    valid[:, 0] = valid[:, 0] + (valid.sum(1) == 0).float()  # a scene with no valid target keeps slot 0
-    choice = torch.multinomial(valid, per_scene, replacement=True, generator=gen)  # S x P
-    scene = torch.arange(S, device=device).repeat_interleave(per_scene)  # B
-    target = scenes.targets[scene, choice.flatten()]  # B x H0 x W0
-    B = target.shape[0]
-    is_point = torch.rand(B, generator=gen, device=device) < point_fraction
-    point = sample_in_masks(target, gen)[:, None]  # B x 1 x 2
-    K = scenes.object_masks.shape[1]
-    obj = choice.flatten() % K  # B, the object a target belongs to
-    whole = scenes.object_masks[scene, obj]  # B x H0 x W0
-    part_click = (choice.flatten() >= K) & is_point & scenes.object_valid[scene, obj]  # B
-    to_whole = torch.zeros(B, dtype=torch.bool, device=device)
-    if whole_fraction > 0:  # (no draw otherwise: older schedules keep their random stream)
-        to_whole = part_click & (torch.rand(B, generator=gen, device=device) < whole_fraction)
-    both = torch.zeros(B, dtype=torch.bool, device=device)
-    if both_fraction > 0:  # (likewise)
-        both = part_click & ~to_whole & (torch.rand(B, generator=gen, device=device) < both_fraction)
-    target = torch.where(to_whole[:, None, None], whole, target)  # B x H0 x W0
-    box = noisy_boxes(target, gen, max_noise=20.0 * scenes.images.shape[-1] / 1024)
-    return PromptBatch(scene, target, is_point, point, box, to_whole, both, whole)
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Sigmoid focal loss, mean over pixels: B x K x L logits, B x 1 x L {0, 1} -> B x K."""
-    target = target.expand_as(logits)
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.mean(-1)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice: B x K x L logits, B x 1 x L {0, 1} -> B x K."""
-    prob = logits.sigmoid()
-    inter = (prob * target).sum(-1)
-    return 1 - (2 * inter + 1) / (prob.sum(-1) + target.sum(-1) + 1)
-
-
-def mask_ious(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """IoU of each thresholded mask with the target: B x K x L logits, B x 1 x L bool -> B x K."""
-    pred = logits > 0
-    inter = (pred & target).sum(-1).float()
-    union = (pred | target).sum(-1).float()
-    return inter / union.clamp(min=1)
-
-
-def best_pair_loss(loss_part: torch.Tensor, loss_whole: torch.Tensor) -> torch.Tensor:
-    """Both readings of a click on a nested part, on two different outputs: B x 3, B x 3 -> B, the least
-    loss_part[i] + loss_whole[j] over i != j."""
-    pairs = loss_part[:, :, None] + loss_whole[:, None, :]  # B x 3 x 3: the part on output i, the whole on j
-    same = torch.eye(pairs.shape[-1], dtype=torch.bool, device=pairs.device)
-    return pairs.masked_fill(same, float("inf")).flatten(1).min(1).values  # B
 
 
 @dataclass
@@ -349,22 +86,12 @@ def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
     )
 
 
-def stage_at(step: int, cfg: TrainConfig) -> int:
-    """The image size H0 of ``step``."""
-    end = 0
-    for size, steps in cfg.stages:
-        end += steps
-        if step < end:
-            return size
-    return cfg.stages[-1][0]
-
-
 def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
                ops: Optional[StepOps] = None) -> Dict[str, float]:
     """Forward and backward of one step (the optimiser is the caller's). Returns the losses.
     With ``cfg.amp`` the forward runs under bfloat16 autocast (from H0 = ``cfg.amp_min_size`` on); the
     backward runs outside it."""
-    amp = cfg.amp and stage_at(step, cfg) >= cfg.amp_min_size
+    amp = cfg.amp and cfg.image_size_at(step) >= cfg.amp_min_size
     with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=amp):
         loss, stats = step_loss(model, cfg, step, gen, ops or StepOps.for_model(model))
     loss.backward()
@@ -376,7 +103,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
               ops: StepOps) -> Tuple[torch.Tensor, Dict[str, float]]:
     """The loss of one step (steps 1 to 5 of the module docstring) and its parts, for the log."""
     device = torch.device(cfg.device)
-    image_size = stage_at(step, cfg)
+    image_size = cfg.image_size_at(step)
     if model.image_size != image_size:
         model.set_image_size(image_size)
     scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
@@ -566,7 +293,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        ops = compiled_ops if stage_at(step, cfg) >= cfg.compile_min_size else eager_ops
+        ops = compiled_ops if cfg.image_size_at(step) >= cfg.compile_min_size else eager_ops
         stats = train_step(model, cfg, step, gen, ops)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -624,12 +351,14 @@ def train_phases(name: str, out: Path, overrides: Optional[Dict[str, object]] = 
     interruption, it skips the finished phases and resumes the one it was in from its last checkpoint
     (a phase after one trained in this run always starts over: its weights on disk came from other ones)."""
     out = Path(out)
-    phased = PHASED_SCHEDULES[name]
+    phased = SCHEDULES[name]
+    if not isinstance(phased, PhasedSchedule):
+        raise ValueError(f"train_phases: {name!r} is not a phased schedule")
     configs = phased.configs(**(overrides or {}))
     init: Optional[Path] = None
     phases: List[Dict[str, object]] = []
     trained = False
-    for index, (schedule, cfg) in enumerate(zip((phase.schedule for phase in phased.phases), configs), start=1):
+    for index, (schedule, cfg) in enumerate(zip((phase.name for phase in phased.phases), configs), start=1):
         path = phase_path(out, index)
         done = 0 if trained else phase_progress(path, cfg)
         if log is not None:

@@ -7,8 +7,10 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..example import example_prompts
-from .trace import ShapeTrace, trace_shapes
+from ..modeling import build_mask_decoder, build_prompt_encoder
+from ..prompts import example_prompts
+from .tracer import trace_shapes
+from .views import ShapeTrace
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -33,7 +35,7 @@ def trace_prompt(
     """Run the prompt encoder and the decoder on an example prompt and return the decoder's trace.
 
     ``points`` clicks (N), an optional ``box`` and ``mask`` prompt, for ``batch`` prompt sets (B)
-    (see ``sam_explain.example.example_prompts``). Without ``decoder`` / ``prompt_encoder`` it
+    (see ``sam_explain.prompts.example_prompts``). Without ``decoder`` / ``prompt_encoder`` it
     builds SAM's with seeded random weights, on ``device`` in ``dtype`` (default cpu, float32);
     modules you pass are used where they are. ``image_embeddings`` defaults to seeded noise,
     1 x C x H x W. With ``include_prompt_encoder`` the trace holds both modules, under the paths
@@ -41,8 +43,6 @@ def trace_prompt(
 
         sam_explain.trace_prompt(points=2, box=True, batch=3)
     """
-    from ..modeling import build_mask_decoder, build_prompt_encoder
-
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"trace_prompt: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

@@ -1,12 +1,13 @@
-"""A ShapeTrace as a table: aligned text, Markdown, HTML, and JSON (schema version 1,
-documented in docs/tracing.md)."""
+"""A trace's rows as a table: aligned text, Markdown, HTML, and JSON (schema version 1,
+documented in docs/tracing.md). Each function takes a ``ShapeTrace`` (anything with ``rows``,
+``title`` and ``mismatches()``)."""
 
 from __future__ import annotations
 
 import html
 from typing import Any, Dict, List, Optional
 
-from .trace import Check, DictInfo, ShapeTrace, Summary, TensorInfo, TraceRow, Value
+from .records import Check, DictInfo, Summary, TensorInfo, TraceRow, Value, value_text
 
 SCHEMA = "sam-explain/shape-trace"
 SCHEMA_VERSION = 1
@@ -16,28 +17,6 @@ COLUMNS = ("#", "module path", "class", "in", "out", "dtype", "device", "step")
 
 def _dtype(d: Any) -> str:
     return str(d).replace("torch.", "")
-
-
-def value_text(value: Summary, chk: Optional[Check] = None) -> str:
-    """``B x T x C = 3 x 7 x 256``; numbers only without a contract; a mismatch shows both."""
-    if value is None:
-        return "None"
-    if isinstance(value, Value):
-        return value.text
-    if isinstance(value, DictInfo):
-        return "{" + ", ".join(f"{k}: {value_text(v)}" for k, v in value.items) + "}"
-    if isinstance(value, tuple):
-        parts = chk.symbols if chk is not None and isinstance(chk.symbols, tuple) and len(chk.symbols) == len(value) \
-            and all(isinstance(p, Check) for p in chk.symbols) else [None] * len(value)
-        return "(" + ", ".join(value_text(v, p) for v, p in zip(value, parts)) + ")"
-    nums = " x ".join(str(n) for n in value.shape) if value.shape else "scalar"
-    if chk is None or chk.symbols is None:
-        return nums
-    sym = " x ".join(chk.symbols)
-    if chk.ok:
-        return f"{sym} = {nums}"
-    want = " x ".join("?" if e is None else str(e) for e in (chk.expected or ()))
-    return f"{nums} [contract: {sym} = {want}]"
 
 
 def _tensors(value: Summary) -> List[TensorInfo]:
@@ -78,7 +57,7 @@ def row_cells(row: TraceRow) -> Dict[str, str]:
     }
 
 
-def _header(trace: ShapeTrace) -> str:
+def _header(trace) -> str:
     mism = len(trace.mismatches())
     labelled = sum(1 for r in trace.rows if r.contract is not None)
     calls = len({r.call for r in trace.rows})
@@ -93,7 +72,7 @@ def _clip(s: str, width: Optional[int]) -> str:
     return s[: max(width - 1, 1)] + "…"
 
 
-def to_text(trace: ShapeTrace, max_width: Optional[int] = None) -> str:
+def to_text(trace, max_width: Optional[int] = None) -> str:
     """Aligned columns for a terminal, a module's inputs one per line; ``max_width`` clips each cell."""
     table = []  # rows of cells, each cell a list of lines
     top = min((r.depth for r in trace.rows), default=0)
@@ -118,7 +97,7 @@ def _md(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def to_markdown(trace: ShapeTrace) -> str:
+def to_markdown(trace) -> str:
     """A Markdown (GitHub pipe) table."""
     lines = [f"*{_header(trace)}*", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in trace.rows:
@@ -144,7 +123,7 @@ _CSS = (
 )
 
 
-def to_html(trace: ShapeTrace) -> str:
+def to_html(trace) -> str:
     """A self-contained HTML table (what Jupyter shows)."""
     out = [_CSS, '<table class="sam-trace">', f"<caption>{html.escape(_header(trace))}</caption>", "<tr>"]
     out += [f"<th>{html.escape(h)}</th>" for h in COLUMNS] + ["</tr>"]
@@ -185,7 +164,7 @@ def value_json(value: Summary, chk: Optional[Check] = None) -> Any:
     }
 
 
-def to_dict(trace: ShapeTrace) -> Dict[str, Any]:
+def to_dict(trace) -> Dict[str, Any]:
     """The trace as plain data; see docs/tracing.md for the schema."""
     rows = []
     for r in trace.rows:
