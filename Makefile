@@ -2,16 +2,20 @@
 #   make run    set up .venv and run the main job
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
+# Where pip finds torch 2.13.0 (constraints-dev.txt). Empty: pip's configured index. From the public
+# PyPI that is a CUDA build on Linux x86_64 (several GB); for the CPU build (about 200 MB) use
+#   make TORCH_INDEX=https://download.pytorch.org/whl/cpu test
+TORCH_INDEX ?=
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run lab html notebooks test bench clean
+.PHONY: setup run walkthrough lab html notebooks test bench clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints-dev.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints-dev.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install -q -c constraints-dev.txt -e ".[dev]"
 	touch $(STAMP)
 
@@ -24,10 +28,21 @@ $(NB_STAMP): $(STAMP)
 	touch $(NB_STAMP)
 
 # The main job: the walkthrough in JupyterLab (as root, e.g. in a container, Jupyter needs --allow-root).
+# JupyterLab opens working copies in build/walkthrough/, so that what a learner runs, edits and saves
+# (outputs, kernel metadata) never changes the tracked notebooks; a copy is refreshed when its
+# notebook in notebooks/ is newer.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+WALKTHROUGH := build/walkthrough
 
-run: $(NB_STAMP)
-	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/01_tour.ipynb
+walkthrough: $(NB_STAMP)
+	@mkdir -p $(WALKTHROUGH)
+	@for nb in notebooks/0*.ipynb; do \
+	  copy=$(WALKTHROUGH)/$$(basename $$nb); \
+	  if [ ! -e $$copy ] || [ $$nb -nt $$copy ]; then cp $$nb $$copy; fi; \
+	done
+
+run: walkthrough
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --ServerApp.root_dir=$(WALKTHROUGH) 01_tour.ipynb
 
 # The same notebooks executed headless, written as HTML with their pictures to build/html.
 html: $(NB_STAMP)
@@ -36,7 +51,7 @@ html: $(NB_STAMP)
 
 # Regenerate the .ipynb files (outputs cleared) from their jupytext sources notebooks/*.py.
 notebooks: $(STAMP)
-	$(VENV)/bin/jupytext --update --to ipynb notebooks/0*.py
+	$(PY) tools/sync_notebooks.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

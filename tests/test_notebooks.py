@@ -14,6 +14,33 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 
 
+def test_saving_a_notebook_in_jupyterlab_leaves_the_tracked_files_unchanged():
+    """Open each notebook (and its source) through jupytext's contents manager, as JupyterLab does,
+    set the kernel JupyterLab sets, and save: no tracked file changes, and what saving adds
+    (.ipynb_checkpoints/) is ignored by git. Files are restored afterwards whatever happens."""
+    import subprocess
+
+    from jupytext import TextFileContentsManager
+
+    before = {p: p.read_bytes() for p in NOTEBOOKS.iterdir() if p.is_file()}
+    manager = TextFileContentsManager(root_dir=str(NOTEBOOKS))
+    try:
+        for path in sorted(p for p in before if p.suffix in (".ipynb", ".py") and p.name[:2].isdigit()):
+            notebook = manager.get(path.name)["content"]
+            notebook["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                                  "name": "python3"}
+            manager.save({"type": "notebook", "content": notebook, "format": "json"}, path.name)
+        changed = sorted(p.name for p in before if p.read_bytes() != before[p])
+        new = [str(p) for p in NOTEBOOKS.rglob("*") if p.is_file() and p not in before]
+    finally:
+        for p, data in before.items():
+            p.write_bytes(data)
+    assert not changed, f"saving in JupyterLab rewrites {changed}: run `make notebooks`"
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *new], cwd=NOTEBOOKS, capture_output=True,
+                             text=True).stdout.split() if new else []
+    assert sorted(ignored) == sorted(new), f"saving creates files git does not ignore: {set(new) - set(ignored)}"
+
+
 def test_there_are_seven_notebooks():
     assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07"]
 
