@@ -42,6 +42,7 @@ from .modeling.build import (
     prompt_encoder_config_from_state_dict, sam_config_from_state_dict, shapes_of,
 )
 from .modeling.sam import Sam
+from .utils.device import as_device
 
 __all__ = [
     "CheckpointError", "SamCheckpointError", "SamParts", "build_from_state_dict", "check_state_dict", "compare_state_dict",
@@ -78,65 +79,171 @@ class SamParts:
 # ---------------------------------------------------------------------------------------------
 # Reading
 
+WEIGHTS_KEYS = ("model", "state_dict", "module")  # where training checkpoints keep the weights
+WRAPPER_PREFIXES = ("model.", "module.", "sam.")  # what Lightning, DataParallel and wrappers put before the keys
+FOLDER_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+                "pytorch_model.bin")  # what transformers' save_pretrained writes, first found wins
+
 
 def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """Read a flat {key: tensor} dict from a .pth/.pt/.bin (torch zip or legacy pickle) or
-    .safetensors file, never executing pickled code. Unwraps a single top-level
-    ``model`` / ``state_dict`` entry. Raises CheckpointError."""
+    """Read a flat {key: tensor} dict, never executing pickled code, from
+
+      a file: .pth / .pt / .bin (torch.save's zip or legacy pickle, read with weights_only=True) or
+        .safetensors, recognised by their first bytes whatever the name;
+      a sharded checkpoint: its index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``);
+      a folder written by transformers' ``save_pretrained`` (its model file or index inside).
+
+    A training checkpoint's weights under ``model``, ``state_dict`` or ``module`` (beside an optimizer
+    state, an epoch, ...) are taken from there. Every value must be a floating-point tensor with no
+    zero-size axis and only finite values. Raises CheckpointError naming what was found."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        found = [name for name in FOLDER_FILES if os.path.isfile(os.path.join(path, name))]
+        if not found:
+            raise CheckpointError(f"{path} is a folder without a checkpoint: expected one of {list(FOLDER_FILES)} "
+                                  f"(what transformers' save_pretrained writes), found {sorted(os.listdir(path))[:8]}")
+        path = os.path.join(path, found[0])
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint file at {path!r}")
+    if path.endswith(".index.json"):
+        obj = _read_shards(path)
+    else:
+        obj = _read_file(path)
+    obj = _strip_wrapper_prefix(_weights_of(obj, path))
+    _check_tensors(obj, path)
+    return obj
+
+
+def _strip_wrapper_prefix(sd: StateDict) -> StateDict:
+    """Keys all under ``model.`` (Lightning), ``module.`` (DataParallel) or ``sam.`` lose that prefix."""
+    while sd:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in sd)), None)
+        if prefix is None:
+            return sd
+        sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _read_file(path: str) -> object:
+    """One file's contents, by its first bytes: a zip (torch.save), a pickle (legacy torch.save) or
+    safetensors (an 8-byte header length, then a JSON header)."""
     size = os.path.getsize(path)
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted download?")
     with open(path, "rb") as f:
         head = f.read(16)
-    is_safetensors = path.endswith(".safetensors") or (
-        len(head) >= 9 and head[8:9] == b"{" and not zipfile.is_zipfile(path)
-    )
-    if is_safetensors:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    header_length = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # a zip archive, or a pickle (protocol 2 and up)
+        return _torch_load(path, size, mmap=head[:4] == b"PK\x03\x04")
+    if head[8:9] == b"{" and 0 < header_length <= size - 8:
+        return _safetensors_load(path, size)
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise CheckpointError(f"{path}: a JSON file, not a checkpoint (for a sharded checkpoint give its "
+                              f"*.index.json, or the folder holding it)")
+    raise CheckpointError(f"{path}: not a checkpoint: it starts with the bytes {head[:8]!r}, neither a torch file "
+                          f"(a zip or a pickle) nor safetensors ({size} bytes)")
 
-        try:
-            obj = load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path}: not a readable safetensors file ({err}); is it truncated ({size} bytes)?"
-            ) from err
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
+
+def _torch_load(path: str, size: int, mmap: bool) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        first = text.splitlines()[0] if text else type(err).__name__
+        globals_ = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.split(" ")[:3]]
+        if globals_:  # the unpickler met a class or function: Python objects, maybe code
             raise CheckpointError(
                 f"{path}: refused: the pickle holds Python objects other than tensors and plain "
                 f"containers, and sam-explain never unpickles arbitrary objects (torch.load with "
-                f"weights_only=True said: {str(err).splitlines()[0]}). Re-save the state dict alone "
+                f"weights_only=True said: {globals_[0]}). Re-save the state dict alone "
                 f"(torch.save(model.state_dict(), path)) or as safetensors."
             ) from err
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-            raise CheckpointError(
-                f"{path}: could not read it as a torch checkpoint ({str(err).splitlines()[0]}); "
-                f"is the file truncated ({size} bytes) or not a checkpoint?"
-            ) from err
+        operand = [line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported operand")]
+        first = operand[0] if operand else first
+        raise CheckpointError(f"{path}: could not read it as a torch checkpoint ({first}); is the file truncated "
+                              f"({size} bytes) or not a checkpoint?") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError,
+            AttributeError, IndexError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: could not read it as a torch checkpoint ({first}); is the file truncated "
+                              f"({size} bytes) or not a checkpoint?") from err
+
+
+def _safetensors_load(path: str, size: int) -> StateDict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); is it truncated ({size} bytes)?") from err
+
+
+def _read_shards(index_path: str) -> StateDict:
+    """A sharded checkpoint: the index's ``weight_map`` names, for each key, the file holding it."""
+    import json
+
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{index_path}: not a shard index (a JSON file with a 'weight_map' of key -> "
+                              f"file): {err}") from err
+    folder = os.path.dirname(index_path)
+    out: StateDict = {}
+    for shard in shards:
+        shard_path = os.path.normpath(os.path.join(folder, shard))
+        if os.path.dirname(shard_path) != os.path.normpath(folder) or not os.path.isfile(shard_path):
+            raise CheckpointError(f"{index_path}: the shard {shard!r} is not a file beside the index")
+        part = _weights_of(_read_file(shard_path), shard_path)
+        out.update(part)
+    missing = sorted(set(weight_map) - set(out))
+    if missing:
+        raise CheckpointError(f"{index_path}: {len(missing)} keys of the index are in none of its shards, "
+                              f"such as {missing[:4]}")
+    return out
+
+
+def _weights_of(obj: object, path: str) -> StateDict:
+    """The flat {key: tensor} dict inside what a file held (see ``read_state_dict``)."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found a {type(obj).__name__}")
-    if len(obj) == 1 and next(iter(obj)) in ("model", "state_dict") and isinstance(next(iter(obj.values())), dict):
-        inner_key = next(iter(obj))
-        obj = obj[inner_key]
-        if any(k.startswith(("sam_mask_decoder.", "sam_prompt_encoder.")) for k in obj):
-            raise CheckpointError(
-                f"{path}: this is a SAM 2 checkpoint (weights under '{inner_key}' with "
-                f"sam_mask_decoder.* / sam_prompt_encoder.* keys); sam-explain implements SAM 1's "
-                f"decoder (sam_vit_b/l/h files, or transformers' SamModel)"
-            )
+    for key in WEIGHTS_KEYS:  # a training checkpoint: {"model": weights, "optimizer": ..., "epoch": ...}
+        inner = obj.get(key)
+        if isinstance(inner, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = inner
+            break
+    bad_keys = [k for k in obj if not isinstance(k, str)]
+    if bad_keys:
+        raise CheckpointError(f"{path}: expected string keys (module paths), found {type(bad_keys[0]).__name__} "
+                              f"keys such as {bad_keys[:3]}")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(
-            f"{path}: expected a flat dict of tensors; these entries are not tensors: {bad[:5]}"
+            f"{path}: expected a flat dict of tensors (the weights at the top, or under one of "
+            f"{list(WEIGHTS_KEYS)}); these entries are not tensors: {bad[:5]}"
             + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         )
     return obj
+
+
+def _check_tensors(sd: StateDict, path: str) -> None:
+    """Every tensor floating-point, without a zero-size axis, and finite."""
+    wrong_dtype = [f"{k}: {str(v.dtype).replace('torch.', '')}" for k, v in sd.items() if not v.is_floating_point()]
+    if wrong_dtype:
+        raise CheckpointError(f"{path}: weights must be floating-point tensors (float32, float16 or bfloat16); "
+                              f"found {len(wrong_dtype)} that are not: {'; '.join(wrong_dtype[:4])}")
+    empty = [f"{k}: {tuple(v.shape)}" for k, v in sd.items() if v.numel() == 0]
+    if empty:
+        raise CheckpointError(f"{path}: {len(empty)} tensors have a zero-size axis, which no SAM weight has: "
+                              f"{'; '.join(empty[:4])}")
+    for k, v in sd.items():
+        finite = torch.isfinite(v)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(f"{path}: {k} holds {bad} non-finite value(s) (NaN or inf) among its "
+                                  f"{v.numel()}: the weights are corrupt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,12 +433,38 @@ def build_from_state_dict(build: Callable[[], M], state_dict: Mapping[str, torch
     return module
 
 
+# The largest sizes a checkpoint may imply (SAM's own in brackets): a file that implies more is refused
+# before any model is built, even on the meta device.
+LIMITS = {
+    "transformer_dim": 4096, "embed_dim": 4096, "prompt_embed_dim": 4096,  # C (256)
+    "depth": 64, "iou_head_depth": 64, "num_multimask_outputs": 64,  # (2, 3, 3)
+    "mlp_dim": 65536, "iou_head_hidden_dim": 65536, "decoder_mlp_dim": 65536, "mask_in_chans": 4096,  # (2048, 256, 16)
+    "encoder_embed_dim": 8192, "encoder_depth": 256, "encoder_num_heads": 256,  # (1280, 32, 16 in vit_h)
+    "image_size": 16384, "patch_size": 1024, "window_size": 1024,  # (1024, 16, 14)
+}
+
+
 def _config(read: Callable[[], Dict], where: str) -> Dict:
-    """Run a configuration reader; a key it needs and does not find is a CheckpointError."""
+    """Run a configuration reader and check what it read against ``LIMITS``; a key it needs and does not
+    find, a tensor of the wrong rank, or an absurd size is a CheckpointError."""
     try:
-        return read()
+        config = read()
     except KeyError as err:
         raise CheckpointError(f"{where}: missing key {err.args[0]!r}, needed to read the model's configuration") from None
+    except (ValueError, IndexError, ZeroDivisionError) as err:
+        raise CheckpointError(f"{where}: cannot read the model's configuration: {err}") from None
+    for name, value in config.items():
+        if isinstance(value, int) and name in LIMITS and not 0 <= value <= LIMITS[name]:
+            raise CheckpointError(f"{where}: the weights imply {name} = {value}, outside 0..{LIMITS[name]}; "
+                                  f"refused before building anything")
+    return config
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        return as_device(device)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def load_sam_checkpoint(
@@ -356,6 +489,9 @@ def load_sam_checkpoint(
     Raises CheckpointError on an unreadable, unsafe, SAM 2 or mismatched file.
     """
     path = os.fspath(path)
+    device = _device(device)
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise CheckpointError(f"num_heads: expected a whole number of heads h >= 1 (8 in SAM), got {num_heads!r}")
     sd = read_state_dict(path)
     layout = detect_layout(sd)
     has_encoder = any(k.startswith(("image_encoder.", "vision_encoder.")) for k in sd)
@@ -402,6 +538,8 @@ def load_sam_checkpoint(
 def load_sam(checkpoint: str | os.PathLike, model_type: Optional[str] = None, *, decoder_num_heads: int = 8) -> Sam:
     """The whole of SAM from an official-layout file, built to the configuration its shapes imply
     (or to ``model_type``'s, which must then be the file's). Raises SamCheckpointError."""
+    if isinstance(decoder_num_heads, bool) or not isinstance(decoder_num_heads, int) or decoder_num_heads < 1:
+        raise SamCheckpointError(f"decoder_num_heads: expected a whole number h >= 1 (8 in SAM), got {decoder_num_heads!r}")
     state_dict = read_state_dict(checkpoint)
     if any(k.startswith("vision_encoder.") for k in state_dict):
         raise SamCheckpointError(

@@ -138,12 +138,21 @@ def make_sam(
 # --- configurations from a state dict's key names and shapes ------------------------------------
 #
 # Each reader takes a state dict, or its shapes alone (key -> tuple of ints: a file's header, a meta
-# model's state dict), and raises KeyError naming a key it needs and does not find.
+# model's state dict), and raises KeyError naming a key it needs and does not find, or ValueError
+# naming a tensor whose number of axes is not the documented one.
 
 
 def shapes_of(state_dict: Mapping[str, object]) -> Dict[str, Shape]:
     """key -> shape (a tuple of ints), for a state dict of tensors (anything with a ``.shape``) or of shapes."""
     return {k: tuple(int(s) for s in getattr(v, "shape", v)) for k, v in state_dict.items()}
+
+
+def dims(shapes: Mapping[str, Shape], key: str, symbols: str) -> Tuple[int, ...]:
+    """The sizes of ``key``'s axes, checked to be as many as ``symbols`` names (``"M C"``)."""
+    shape = shapes[key]
+    if len(shape) != len(symbols.split()):
+        raise ValueError(f"{key} must be {' x '.join(symbols.split())}, found shape {tuple(shape)}")
+    return tuple(shape)
 
 
 def count_indexed(keys: Iterable[str], prefix: str) -> int:
@@ -157,17 +166,18 @@ def decoder_config_from_state_dict(shapes: Mapping[str, object], num_heads: int 
     """``build_mask_decoder``'s arguments read off a MaskDecoder state dict's shapes (keys without a
     prefix). The heads cannot be read from the weights: given."""
     shapes = shapes_of(shapes)
-    C = shapes["iou_token.weight"][1]  # 1 x C
-    internal = shapes["transformer.final_attn_token_to_image.q_proj.weight"][0]  # C/2 x C
+    _, C = dims(shapes, "iou_token.weight", "1 C")
+    M, _ = dims(shapes, "mask_tokens.weight", "M C")
+    internal, _ = dims(shapes, "transformer.final_attn_token_to_image.q_proj.weight", "C/2 C")
+    mlp = "transformer.layers.0.mlp.lin1.weight"
     return dict(
         transformer_dim=C,
         depth=count_indexed(shapes, "transformer.layers."),
         num_heads=num_heads,
-        mlp_dim=shapes["transformer.layers.0.mlp.lin1.weight"][0] if "transformer.layers.0.mlp.lin1.weight" in shapes
-        else 2048,  # depth 0: no MLP to read it from
-        num_multimask_outputs=shapes["mask_tokens.weight"][0] - 1,  # M x C
+        mlp_dim=dims(shapes, mlp, "mlp_dim C")[0] if mlp in shapes else 2048,  # depth 0: no MLP to read it from
+        num_multimask_outputs=M - 1,
         iou_head_depth=count_indexed(shapes, "iou_prediction_head.layers."),
-        iou_head_hidden_dim=shapes["iou_prediction_head.layers.0.weight"][0],
+        iou_head_hidden_dim=dims(shapes, "iou_prediction_head.layers.0.weight", "iou_hidden C")[0],
         attention_downsample_rate=max(1, C // max(internal, 1)),
     )
 
@@ -179,10 +189,10 @@ def prompt_encoder_config_from_state_dict(
     the input size cannot be read from the weights: given."""
     shapes = shapes_of(shapes)
     return dict(
-        embed_dim=shapes["no_mask_embed.weight"][1],  # 1 x C
+        embed_dim=dims(shapes, "no_mask_embed.weight", "1 C")[1],
         image_embedding_size=tuple(image_embedding_size),
         input_image_size=tuple(input_image_size),
-        mask_in_chans=shapes["mask_downscaling.3.weight"][0],  # Cm x Cm/4 x 2 x 2
+        mask_in_chans=dims(shapes, "mask_downscaling.3.weight", "Cm Cm/4 2 2")[0],
     )
 
 
@@ -196,11 +206,11 @@ def sam_config_from_state_dict(shapes: Mapping[str, object], decoder_num_heads: 
     global blocks from the tables as wide as the grid.
     """
     shapes = shapes_of(shapes)
-    embed_dim, _, patch, _ = shapes["image_encoder.patch_embed.proj.weight"]
-    grid = shapes["image_encoder.pos_embed"][1]
+    embed_dim, _, patch, _ = dims(shapes, "image_encoder.patch_embed.proj.weight", "E 3 P P")
+    grid = dims(shapes, "image_encoder.pos_embed", "1 H W E")[1]
     depth = count_indexed(shapes, "image_encoder.blocks.")
-    table_lengths = [shapes[f"image_encoder.blocks.{i}.attn.rel_pos_h"][0] for i in range(depth)]
-    head_dim = shapes["image_encoder.blocks.0.attn.rel_pos_h"][1]
+    table_lengths = [dims(shapes, f"image_encoder.blocks.{i}.attn.rel_pos_h", "2S-1 d")[0] for i in range(depth)]
+    head_dim = dims(shapes, "image_encoder.blocks.0.attn.rel_pos_h", "2S-1 d")[1]
     global_blocks = tuple(i for i, n in enumerate(table_lengths) if n == 2 * grid - 1)
     windowed = [n for n in table_lengths if n != 2 * grid - 1]
     return dict(
@@ -211,11 +221,11 @@ def sam_config_from_state_dict(shapes: Mapping[str, object], decoder_num_heads: 
         image_size=grid * patch,
         patch_size=patch,
         window_size=(windowed[0] + 1) // 2 if windowed else 0,
-        prompt_embed_dim=shapes["mask_decoder.iou_token.weight"][1],
+        prompt_embed_dim=dims(shapes, "mask_decoder.iou_token.weight", "1 C")[1],
         decoder_num_heads=decoder_num_heads,
-        decoder_mlp_dim=shapes["mask_decoder.transformer.layers.0.mlp.lin1.weight"][0],
-        iou_head_hidden_dim=shapes["mask_decoder.iou_prediction_head.layers.0.weight"][0],
-        mask_in_chans=shapes["prompt_encoder.mask_downscaling.3.weight"][0],
+        decoder_mlp_dim=dims(shapes, "mask_decoder.transformer.layers.0.mlp.lin1.weight", "mlp_dim C")[0],
+        iou_head_hidden_dim=dims(shapes, "mask_decoder.iou_prediction_head.layers.0.weight", "iou_hidden C")[0],
+        mask_in_chans=dims(shapes, "prompt_encoder.mask_downscaling.3.weight", "Cm Cm/4 2 2")[0],
     )
 
 

@@ -38,6 +38,9 @@ class Attention(nn.Module):
         downsample_rate: int = 1,
     ) -> None:
         super().__init__()
+        if num_heads < 1 or downsample_rate < 1:
+            raise ValueError(f"Attention: expected num_heads h >= 1 and downsample_rate >= 1, got h = {num_heads}, "
+                             f"downsample_rate = {downsample_rate}")
         self.embedding_dim = embedding_dim
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
