@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .modeling.sam import Sam
-from .shapes.check import ShapeError
+from .shapes.check import ShapeError, expect_finite, expect_labels, expect_shape
 from .utils.transforms import ResizeLongestSide, check_image
 
 
@@ -86,6 +86,8 @@ class SamPredictor:
         """
         self._require_image()
         coords_torch = labels_torch = box_torch = mask_input_torch = None
+        if point_coords is None and point_labels is not None:
+            raise ShapeError("SamPredictor.predict: point_labels (N) given without point_coords (N x 2)")
         if point_coords is not None:
             if point_labels is None:
                 raise ValueError("point_labels (N) must be given with point_coords (N x 2)")
@@ -96,6 +98,10 @@ class SamPredictor:
                     f"SamPredictor.predict: point_coords must be N x 2 and point_labels N, got "
                     f"{' x '.join(map(str, coords.shape))} and {' x '.join(map(str, labels.shape)) or '(scalar)'}"
                 )
+            where = "SamPredictor.predict"
+            expect_finite(where, "point_coords", _as_tensor(where, "point_coords", coords))
+            expect_labels(where, "point_labels", _as_tensor(where, "point_labels", labels), (-1, 0, 1),
+                          "1 (foreground), 0 (background) or -1 (padding)")  # before the cast to int
             coords = self.transform.apply_coords(coords, self.original_size)  # N x 2, resized pixels
             coords_torch = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]  # 1 x N x 2
             labels_torch = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]  # 1 x N
@@ -103,9 +109,18 @@ class SamPredictor:
             box = np.asarray(box)
             if box.size != 4:
                 raise ShapeError(f"SamPredictor.predict: box must be 4 numbers (x0, y0, x1, y1), got shape {box.shape}")
+            expect_finite("SamPredictor.predict", "box", _as_tensor("SamPredictor.predict", "box", box))
             box = self.transform.apply_boxes(box, self.original_size)  # 1 x 4
             box_torch = torch.as_tensor(box, dtype=torch.float, device=self.device)  # 1 x 4
         if mask_input is not None:
+            mask = _as_tensor("SamPredictor.predict", "mask_input", mask_input)
+            expect_shape("SamPredictor.predict", "mask_input", mask, "1 4H 4W",
+                         **dict(zip(("4H", "4W"), self.model.prompt_encoder.mask_input_size)),
+                         hint="low-res logits, e.g. a previous low_res output")
+            if not mask.is_floating_point():
+                raise ShapeError(f"SamPredictor.predict: mask_input must be low-res logits (floating point), got "
+                                 f"dtype {mask.dtype}")
+            expect_finite("SamPredictor.predict", "mask_input", mask)
             mask_input_torch = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]  # 1 x 1 x 4H x 4W
 
         masks, iou_predictions, low_res_masks = self.predict_torch(
@@ -168,3 +183,11 @@ class SamPredictor:
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+
+def _as_tensor(where: str, name: str, value) -> torch.Tensor:
+    """A numpy array (or anything array-like) of numbers as a tensor, for the checks; ShapeError otherwise."""
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ShapeError(f"{where}: {name} must be an array of numbers, got {type(value).__name__} ({err})") from None

@@ -240,7 +240,7 @@ def test_command_writes_figures(tmp_path, capsys):
     from sam_explain.cli import main
 
     out = tmp_path / "figs"
-    code = main(["attention", "--out", str(out), "--point", "100,50,1", "--point", "20,20,0",
+    code = main(["attention", "--random", "--out", str(out), "--point", "100,50,1", "--point", "20,20,0",
                  "--box", "10,10,150,110", "--token", "box corner 1", "--heads", "mean", "--dpi", "30"])
     assert code == 0
     printed = capsys.readouterr().out.splitlines()
@@ -250,7 +250,7 @@ def test_command_writes_figures(tmp_path, capsys):
         "image_to_token_overlay.png", "token_self.png"])
     for p in paths:
         assert (out / p.rsplit("/", 1)[-1]).stat().st_size > 1000
-    assert printed[0] == "tokens: " + ", ".join(NAMES)
+    assert printed[0].startswith("weights: RANDOM") and printed[1] == "tokens: " + ", ".join(NAMES)
     with pytest.raises(SystemExit, match="no token named 'mask7'"):
         main(["attention", "--out", str(out), "--token", "mask7"])
     with pytest.raises(SystemExit, match="--heads must be 'all', 'mean' or an index in 0..h-1 = 0..7, got 'max'"):
@@ -302,7 +302,7 @@ def test_other_configuration_small_grid_and_input():
 
 
 def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
-    """--toy: the toy model's 256 x 256 frame and scenes (untrained weights here, so the test does
+    """By default the toy model's 256 x 256 frame and scenes (untrained weights here, so the test does
     not depend on the shipped file; the command calls toy_model() to get the trained one)."""
     toy = pytest.importorskip("sam_explain.toy")
     from sam_explain.cli import main
@@ -310,9 +310,10 @@ def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
     torch.manual_seed(0)
     monkeypatch.setattr(toy, "toy_model", lambda *a, **k: toy.ToyModel().eval())
     out = tmp_path / "toy"
-    assert main(["attention", "--toy", "--out", str(out), "--heads", "mean", "--dpi", "30"]) == 0
+    assert main(["attention", "--out", str(out), "--heads", "mean", "--dpi", "30"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "tokens: iou, mask0, mask1, mask2, mask3, point0 (+), pad"
+    assert printed[0].startswith("weights: the trained toy model; image: toy scene 0")
+    assert printed[1] == "tokens: iou, mask0, mask1, mask2, mask3, point0 (+), pad"
     assert len([p for p in printed if p.endswith(".png")]) == 4
-    with pytest.raises(SystemExit, match="--toy brings its own weights"):
-        main(["attention", "--toy", "--checkpoint", "x.pth", "--out", str(out)])
+    with pytest.raises(SystemExit, match="the toy model embeds its images itself"):
+        main(["attention", "--embedding", "x.npy", "--out", str(out)])

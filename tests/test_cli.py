@@ -1,6 +1,10 @@
-"""The command line: bad arguments and files end with their message, not a traceback."""
+"""The command line: every user error ends with one line on stderr and a non-zero exit, before any
+model runs; never a traceback."""
+
+import json
 
 import pytest
+import torch
 
 from sam_explain.cli import main
 
@@ -10,15 +14,105 @@ def test_no_command_prints_help(capsys):
     assert "COMMAND" in capsys.readouterr().out
 
 
-def test_demo_runs(capsys):
+def test_demo_runs_the_toy_model_by_default(capsys):
     assert main(["demo", "--points", "2", "--box", "--batch", "2"]) == 0
     out = capsys.readouterr().out
+    assert out.startswith("weights: the trained toy model")
     assert "sparse_prompt_embeddings     B x N' x C         = 2 x 4 x 256" in out
     assert "masks (logits)               B x 3 x 4H x 4W    = 2 x 3 x 256 x 256" in out
 
 
-def test_bad_values_and_files_exit_with_their_message(tmp_path):
-    with pytest.raises(SystemExit, match="sam-explain demo: need points >= 0 and batch B >= 1, got points = 1, B = 0"):
-        main(["demo", "--batch", "0"])
-    with pytest.raises(SystemExit, match="sam-explain demo: no checkpoint file at"):
-        main(["demo", "--checkpoint", str(tmp_path / "absent.pth")])
+def test_random_weights_are_labelled(capsys):
+    assert main(["demo", "--random"]) == 0
+    assert capsys.readouterr().out.startswith("weights: RANDOM")
+    assert main(["trace", "--random", "--depth", "0"]) == 0
+    assert "weights: RANDOM" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_model_runs(monkeypatch):
+    """Any forward of a decoder or an image encoder fails the test: refusals come first."""
+    import sam_explain.modeling.image_encoder as image_encoder
+    import sam_explain.modeling.mask_decoder as mask_decoder
+
+    def ran(*args, **kwargs):
+        raise AssertionError("a model ran before the refusal")
+
+    monkeypatch.setattr(mask_decoder.MaskDecoder, "forward", ran)
+    monkeypatch.setattr(image_encoder.ImageEncoderViT, "forward", ran)
+
+
+def refusal(argv, capsys) -> str:
+    """The one line a refused command prints (its SystemExit message, or argparse's stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    code = exit_.value.code
+    text = code if isinstance(code, str) else capsys.readouterr().err
+    assert code not in (0, None), argv
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    return text
+
+
+@pytest.fixture
+def files(tmp_path):
+    from PIL import Image
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    image = tmp_path / "image.png"
+    Image.new("RGB", (64, 48)).save(image)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    as_json = tmp_path / "model.pth"
+    as_json.write_text(json.dumps({"iou_token.weight": [1.0]}))
+    decoder_only = tmp_path / "decoder.pth"
+    from sam_explain import build_mask_decoder
+
+    torch.save(build_mask_decoder(transformer_dim=16, num_heads=2, mlp_dim=32, iou_head_hidden_dim=16).state_dict(),
+               decoder_only)
+    return dict(a_file=str(a_file), image=str(image), broken=str(broken), json=str(as_json),
+                decoder=str(decoder_only), tmp=str(tmp_path))
+
+
+CASES = [
+    (["demo", "--batch", "0"], "--batch: expected a whole number >= 1, got 0"),
+    (["demo", "--batch", "3000", "--max-memory", "1G"], "B = 3000 prompt sets would take about 82.0 GiB, over the limit of 1.0 GiB"),
+    (["demo", "--checkpoint", "{tmp}/absent.pth"], "no checkpoint file at"),
+    (["demo", "--checkpoint", "{json}"], "a JSON file, not a checkpoint"),
+    (["demo", "--points", "0"], "give the decoder a prompt"),
+    (["demo", "--max-memory", "lots"], "expected a size such as 8G"),
+    (["trace", "--device", "nonsense"], "unknown device 'nonsense'"),
+    (["trace", "--width", "0"], "--width: expected a whole number >= 1"),
+    (["trace", "--depth", "-1"], "--depth: expected a whole number >= 0"),
+    (["trace", "--path", "transformer.nothing"], "no row matches --path 'transformer.nothing'"),
+    (["trace", "--checkpoint", "x.pth", "--random"], "not allowed with argument"),
+    (["shapes-doc", "--check"], "give it with --output PATH"),
+    (["diagram"], "the following arguments are required: --out"),
+    (["diagram", "--out", "{a_file}/architecture.png"], "is a file, not a folder"),
+    (["eval-toy", "--scenes", "0"], "--scenes: expected a whole number >= 1"),
+    (["eval-toy", "--weights", "{a_file}"], "not toy weights written by train-toy"),
+    (["eval-toy", "--threads", "0"], "--threads: expected a whole number >= 1"),
+    (["train-toy", "--threads", "0"], "--threads: expected a whole number >= 1"),
+    (["train-toy", "--schedule", "tiny", "--out", "{a_file}/w.safetensors"], "is a file, not a folder"),
+    (["train-toy", "--schedule", "tiny", "--init", "{tmp}/absent.safetensors"], "--init {tmp}/absent.safetensors: no such file"),
+    (["attention", "--out", "{a_file}"], "is a file, not a folder"),
+    (["attention", "--out", "{tmp}/att", "--point", "10,10,inf"], "must be finite numbers"),
+    (["attention", "--out", "{tmp}/att", "--point", "10,10,0.5"], "LABEL must be 1 (foreground) or 0 (background)"),
+    (["attention", "--out", "{tmp}/att", "--image", "{broken}"], "cannot read the image"),
+    (["predict", "--checkpoint", "{decoder}", "--image", "{image}", "--point", "5,5", "--out", "{tmp}/p"],
+     "not a full SAM checkpoint"),
+    (["predict", "--checkpoint", "{decoder}", "--image", "{broken}", "--point", "5,5", "--out", "{tmp}/p"],
+     "cannot read the image"),
+    (["predict", "--checkpoint", "{decoder}", "--image", "{image}", "--point", "5,5", "--out", "{a_file}"],
+     "is a file, not a folder"),
+    (["predict", "--checkpoint", "{decoder}", "--image", "{image}", "--point", "5,5", "--out", "{tmp}/p",
+      "--device", "cuda:7"], "--device"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(a[:3]) for a, _ in CASES])
+def test_user_errors_end_in_one_line_before_anything_runs(argv, message, files, capsys, no_model_runs):
+    argv = [a.format(**files) for a in argv]
+    text = refusal(argv, capsys)
+    assert message.format(**files) in text, text

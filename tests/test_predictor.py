@@ -280,7 +280,7 @@ def test_tracer_and_attention_recorder_see_the_whole_pipeline(pair):
     _, ours = pair
     predictor = SamPredictor(ours)
     image = random_image(64, 100)
-    with trace_shapes(ours) as trace:
+    with trace_shapes(ours, on_demand=True) as trace:  # the encoder's maps too: it builds them then
         predictor.set_image(image)
         masks, _, _ = predictor.predict(point_coords=np.array([[50, 30]]), point_labels=np.array([1]))
     # the encoder's windowed and global attention maps, then the decoder's, in one trace

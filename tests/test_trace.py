@@ -16,7 +16,7 @@ from torch import nn
 import sam_explain
 from sam_explain import ShapeError, trace_prompt, trace_shapes
 from sam_explain.cli import main
-from sam_explain.prompts import example_prompts
+from sam_explain.prompts import example_prompts, run_decoder
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
 from sam_explain.testing import build_official_pair
 
@@ -293,7 +293,9 @@ def test_cli_trace(capsys):
     assert main(["trace", "--hooks-only", "--width", "40"]) == 0
     text = capsys.readouterr().out
     assert "HookPoint" in text and "Linear" not in text
-    assert main(["trace", "--batch", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it: status 2
+        main(["trace", "--batch", "0"])
+    assert exit_.value.code == 2
 
 
 def test_python_m_trace_default():
@@ -376,3 +378,62 @@ def test_sam_wrapper_is_traced_and_labelled(parts):
     assert "batched_input: ({image: 3 x 128 x 128, original_size: (100, 128)" in text
     assert json.loads(trace.filter(max_depth=0).to_json())["rows"][0]["inputs"][0]["value"]["items"][0]["type"] == "dict"
     assert no_hooks(sam)
+
+
+def test_tracing_the_image_encoder_changes_nothing_it_computes():
+    """Shape tracing (and a global module hook, as torchinfo registers) leaves the encoder on its fused
+    attention: the embedding is bitwise the same. Asked for (on_demand=True), the maps are traced."""
+
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from sam_explain.modeling.build import make_sam
+    from sam_explain.testing import TINY_SAM
+
+    torch.manual_seed(0)
+    encoder = make_sam(**TINY_SAM).image_encoder
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        plain = encoder(x)
+        with trace_shapes(encoder) as trace:
+            traced = encoder(x)
+        handle = register_module_forward_hook(lambda module, args, out: None)
+        try:
+            hooked = encoder(x)
+        finally:
+            handle.remove()
+        with trace_shapes(encoder, on_demand=True) as full:
+            encoder(x)
+    assert torch.equal(plain, traced) and torch.equal(plain, hooked)
+    assert not trace.filter("*.hook_probs") and not trace.mismatches()
+    assert [r.output_shape for r in full.find("blocks.1.attn.hook_probs")] == [(1, 2, 64, 64)]
+
+
+def test_two_threads_tracing_one_decoder_keep_their_own_rows(parts):
+    import threading
+
+    prompt_encoder, decoder = parts
+    image = torch.randn(1, 256, *GRID)
+    traces, errors = {}, []
+    barrier = threading.Barrier(2)
+
+    def work(B: int) -> None:
+        try:
+            prompts = example_prompts(points=1, batch=B, image_size=(256, 256))
+            with torch.no_grad(), trace_shapes(decoder) as trace:
+                barrier.wait()
+                for _ in range(3):
+                    run_decoder(prompt_encoder, decoder, image, prompts)
+            traces[B] = trace
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(B,)) for B in (2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for B, trace in traces.items():
+        assert {r.call for r in trace} == {0, 1, 2} and all(r.status == "ok" for r in trace)
+        assert {r.output_shape[0] for r in trace.find("hook_tokens")} == {B}  # only this thread's prompt sets
+        assert len(trace) == 3 * len(trace.filter(call=0))

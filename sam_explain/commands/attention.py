@@ -2,21 +2,24 @@
 
     sam-explain attention --out figures/ --point 192,192,1 --point 450,170,0 --token mask0
 
-Points and boxes are in the pixels of the image (the placeholder image unless --image), and are
-mapped to SAM's 1024 x 1024 input frame with its resize-and-pad geometry. Prints one path per figure.
+The trained toy model on one of its scenes unless --checkpoint or --random. Points and boxes are in
+the pixels of the image, and are mapped to the prompt encoder's input frame with SAM's
+resize-and-pad geometry. Prints what ran, then one path per figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
-from .args import CommandError, load_embedding, load_image, parse_numbers
+from .args import (
+    CommandError, add_model_options, load_embedding, load_image, load_models, parse_numbers, positive_int,
+    writable_path,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,13 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or an index (default mask0)")
     p.add_argument("--heads", default="all", help="'all', 'mean' or a head index for the token-to-image grid")
     p.add_argument("--scale", choices=("shared", "per-panel"), default="shared", help="colour scale")
-    p.add_argument("--image", help="an RGB image file (default: a synthetic placeholder image)")
-    p.add_argument("--embedding", help="its image embedding, 1 x 256 x 64 x 64 (.pt/.pth tensor, .npy or "
-                                       ".safetensors); default: a colour-based placeholder embedding")
-    p.add_argument("--checkpoint", help="SAM weights (default: seeded random weights)")
-    p.add_argument("--toy", action="store_true",
-                   help="use the trained toy model (sam_explain.toy) and one of its scenes (--seed picks it)")
-    p.add_argument("--dpi", type=int, default=80)
+    add_model_options(p)
+    p.add_argument("--image", help="an RGB image file (default: a toy scene for the toy model, --seed picks it; "
+                                   "a synthetic placeholder image otherwise)")
+    p.add_argument("--embedding", help="with --checkpoint or --random: the image's embedding, 1 x 256 x 64 x 64 "
+                                       "(.pt/.pth tensor, .npy or .safetensors); default: a colour-based "
+                                       "placeholder embedding")
+    p.add_argument("--dpi", type=positive_int, default=80)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -47,61 +50,49 @@ def slug(name: str) -> str:
 
 
 def build_inputs(args: argparse.Namespace):
-    """(prompt_encoder, decoder, image, image_embeddings, default click or None): the one place
-    where the models and the image come from."""
-    from ..attention.inputs import build_models, placeholder_embedding, placeholder_image
+    """(models, image, image_embeddings, default click or None): the one place where the models and the
+    image come from. The toy model (the default) embeds a toy scene, or --image, with its own encoder;
+    a checkpoint or random weights take --embedding, or a colour-based placeholder embedding of
+    --image (or of a placeholder image)."""
+    from ..attention.inputs import placeholder_embedding, placeholder_image
 
-    if args.toy:
-        return toy_inputs(args)
+    models = load_models(args, seed=args.seed)
+    decoder, prompt_encoder = models.decoder, models.prompt_encoder
+    if models.toy is not None:
+        if args.embedding:
+            raise CommandError("the toy model embeds its images itself: drop --embedding (or give --checkpoint)")
+        if not args.image:
+            return models, models.image, models.image_embeddings, default_click(args.seed)
+        image = load_image(args.image)
+        side = models.toy.image_size
+        if image.shape[:2] != (side, side):
+            raise CommandError(f"the toy model takes {side} x {side} images (H0 x W0), got {image.shape[0]} x "
+                               f"{image.shape[1]} in {args.image}")
+        with torch.no_grad():
+            return models, image, models.toy.embed(image), None
     image = load_image(args.image) if args.image else placeholder_image()
-    if args.checkpoint:
-        from ..checkpoint import load_sam_checkpoint
-
-        parts = load_sam_checkpoint(args.checkpoint)
-        if parts.mask_decoder is None:
-            raise CommandError(f"{args.checkpoint} holds no mask decoder ({parts.format})")
-        decoder = parts.mask_decoder.eval()
-        if parts.prompt_encoder is not None:
-            prompt_encoder = parts.prompt_encoder.eval()
-        else:
-            print(f"{args.checkpoint} holds no prompt encoder: using seeded random prompt-encoder weights")
-            prompt_encoder = build_models(args.seed)[0]
-    else:
-        prompt_encoder, decoder = build_models(args.seed)
     if args.embedding:
         embeddings = load_embedding(args.embedding)
         want = (1, decoder.transformer_dim, *prompt_encoder.image_embedding_size)
         if tuple(embeddings.shape) != want:
             raise CommandError(f"the embedding in {args.embedding} must be 1 x C x H x W = "
-                             f"{' x '.join(map(str, want))}, got {' x '.join(map(str, embeddings.shape))}")
+                               f"{' x '.join(map(str, want))}, got {' x '.join(map(str, embeddings.shape))}")
     else:
         embeddings = placeholder_embedding(image, seed=args.seed, grid=prompt_encoder.image_embedding_size[0],
                                            input_size=max(prompt_encoder.input_image_size))
-    return prompt_encoder, decoder, image, embeddings, None
+    return models, image, embeddings, None
 
 
-def toy_inputs(args: argparse.Namespace):
-    """The toy model, a toy scene (or --image) embedded by the toy image encoder, and a default click
-    at the most central pixel of the scene's first object."""
-    try:
-        from ..toy import make_scene, toy_model
-    except ImportError:
-        raise CommandError("--toy needs the toy model (sam_explain.toy), "
-                         "which this version does not have") from None
-    if args.checkpoint or args.embedding:
-        raise CommandError("--toy brings its own weights and embeddings; "
-                         "drop --checkpoint / --embedding")
-    model = toy_model().eval()
-    scene = None if args.image else make_scene(seed=args.seed)
-    image = load_image(args.image) if args.image else scene.image
-    with torch.no_grad():
-        embeddings = model.embed(image)  # 1 x C x H x W
-    default_click = None
-    if scene is not None and len(scene.object_masks):
-        ys, xs = np.nonzero(scene.object_masks[0])
-        i = int(np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))
-        default_click = f"{xs[i]},{ys[i]},1"
-    return model.prompt_encoder.eval(), model.mask_decoder.eval(), image, embeddings, default_click
+def default_click(seed: int) -> Optional[str]:
+    """A foreground click deep inside the largest object of toy scene ``seed``."""
+    from ..toy import click_inside, make_scene
+
+    scene = make_scene(seed=seed)
+    if not len(scene.object_masks):
+        return None
+    largest = int(np.argmax(scene.object_masks.reshape(len(scene.object_masks), -1).sum(1)))
+    x, y = click_inside(scene.object_masks[largest])
+    return f"{x:g},{y:g},1"
 
 
 def describe_prompts(
@@ -119,6 +110,9 @@ def describe_prompts(
         texts = [default_click or f"{0.3 * w0:.0f},{0.4 * h0:.0f},1"]  # the placeholder's red disc
     if texts:
         xyl = [parse_numbers(t, 3, "--point X,Y,LABEL") for t in texts]
+        for t, (_, _, label) in zip(texts, xyl):
+            if label not in (0.0, 1.0):
+                raise CommandError(f"--point X,Y,LABEL: LABEL must be 1 (foreground) or 0 (background), got {t!r}")
         coords = torch.tensor([[[x, y] for x, y, _ in xyl]], dtype=torch.float32)  # 1 x N x 2
         labels = torch.tensor([[int(lab) for _, _, lab in xyl]])  # 1 x N
         points = (to_input_frame(coords, image_size, input_size).float(), labels)
@@ -134,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     from ..attention import capture_attention, token_names
     from ..figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image, token_index
 
+    out = writable_path(args.out)
     torch.manual_seed(args.seed)
-    prompt_encoder, decoder, image, embeddings, default_click = build_inputs(args)
-    prompts = describe_prompts(args, image.shape[:2], max(prompt_encoder.input_image_size), default_click)
+    models, image, embeddings, click = build_inputs(args)
+    prompt_encoder, decoder = models.prompt_encoder, models.decoder
+    prompts = describe_prompts(args, image.shape[:2], max(prompt_encoder.input_image_size), click)
     token = int(args.token) if args.token.isdigit() else args.token
     heads = int(args.heads) if args.heads.isdigit() else args.heads
     h = decoder.transformer.num_heads
@@ -160,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
         }
     except ValueError as err:
         raise CommandError(f"{err}") from None
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print(models.label)
     print(f"tokens: {', '.join(record.names(0))}")
     for filename, fig in figures.items():
         path = out / filename

@@ -1,4 +1,7 @@
-"""``sam-explain demo``: build the decoder, run it on an example prompt, print what went in and came out."""
+"""``sam-explain demo``: run the decoder once on an example prompt, print what went in and came out.
+
+By default the trained toy model on one of its scenes; ``--checkpoint`` for real weights, ``--random``
+for an untrained decoder (labelled as such)."""
 
 from __future__ import annotations
 
@@ -6,16 +9,21 @@ import argparse
 
 import torch
 
+from .args import CommandError, add_model_options, check_memory, load_models, nonnegative_int, positive_int, \
+    size_in_bytes
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the decoder once and print its inputs and outputs")
-    p.add_argument("--checkpoint", help="an official SAM, decoder-only or Hugging Face checkpoint (default: random weights)")
-    p.add_argument("--points", type=int, default=1, help="clicks per prompt set (N)")
+    add_model_options(p)
+    p.add_argument("--points", type=nonnegative_int, default=1, help="clicks per prompt set (N)")
     p.add_argument("--box", action="store_true", help="add a box to each prompt set")
     p.add_argument("--mask", action="store_true", help="add a mask prompt to each prompt set")
-    p.add_argument("--batch", type=int, default=1, help="prompt sets (B)")
+    p.add_argument("--batch", type=positive_int, default=1, help="prompt sets (B)")
     p.add_argument("--single-mask", action="store_true", help="multimask_output=False")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-memory", type=size_in_bytes, help="refuse a run estimated above this (default: half "
+                                                            "of the available memory), e.g. 4G")
+    p.add_argument("--seed", type=int, default=0, help="the example prompts' seed (and the toy scene's)")
     p.set_defaults(func=run)
 
 
@@ -26,24 +34,21 @@ def describe(name: str, t: torch.Tensor, symbols: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..prompts import example_prompts, run_decoder
-    from ..modeling import build_mask_decoder, build_prompt_encoder
+    from ..utils.memory import decoder_bytes
 
-    torch.manual_seed(args.seed)
-    if args.checkpoint:
-        from ..checkpoint import load_sam_checkpoint
-
-        parts = load_sam_checkpoint(args.checkpoint)
-        prompt_encoder, decoder = parts.prompt_encoder, parts.mask_decoder
-        print(f"loaded {parts.format} checkpoint {args.checkpoint}")
-    else:
-        prompt_encoder, decoder = build_prompt_encoder(), build_mask_decoder()
-        print("random weights (pass --checkpoint PATH for real ones)")
+    if args.points == 0 and not args.box and not args.mask:
+        raise CommandError("give the decoder a prompt: --points N >= 1, --box or --mask")
+    models = load_models(args, seed=args.seed)
+    prompt_encoder, decoder = models.prompt_encoder, models.decoder
     h, w = prompt_encoder.image_embedding_size
-    image_embeddings = torch.randn(1, decoder.transformer_dim, h, w)
+    check_memory(decoder_bytes(args.batch, decoder.transformer_dim, h, w), args.max_memory,
+                 f"the decoder on B = {args.batch} prompt sets")
+    print(models.label)
     prompts = example_prompts(
         points=args.points, box=args.box, mask=args.mask, batch=args.batch,
         image_size=prompt_encoder.input_image_size, mask_size=prompt_encoder.mask_input_size, seed=args.seed,
     )
+    image_embeddings = models.image_embeddings
     masks, iou_pred, sparse, dense = run_decoder(
         prompt_encoder, decoder, image_embeddings, prompts, multimask_output=not args.single_mask
     )

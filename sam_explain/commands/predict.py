@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .args import CommandError, load_image, parse_numbers
+from .args import CommandError, device_arg, load_image, parse_numbers, writable_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box prompt in image pixels")
     p.add_argument("--single-mask", action="store_true", help="multimask_output=False: one mask")
     p.add_argument("--model-type", choices=["vit_b", "vit_l", "vit_h"], help="default: read from the checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     p.add_argument("--out", required=True, help="folder for the PNG files (created if missing)")
     p.set_defaults(func=run)
 
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..figures import plot_masks, plot_token_to_image
     from ..predictor import SamPredictor
 
+    out = writable_path(args.out)
     image = load_image(args.image)
     points, labels, box = collect_prompts(args, image.shape[0], image.shape[1])
     sam = build_sam(checkpoint=args.checkpoint, model_type=args.model_type).to(args.device)
@@ -72,15 +73,15 @@ def run(args: argparse.Namespace) -> int:
                                                box=box, layers="final", kinds="token_to_image")
     tokens = returned_mask_tokens(multimask, sam.mask_decoder.num_mask_tokens)
 
-    os.makedirs(args.out, exist_ok=True)
-    mask_path = os.path.join(args.out, "masks.png")
+    out.mkdir(parents=True, exist_ok=True)
+    mask_path = os.path.join(out, "masks.png")
     plot_masks(image, masks, iou, points=points, labels=labels, box=box,
                titles=[f"mask {j} ({token})" for j, token in enumerate(tokens)]).savefig(mask_path, dpi=110)
     print(f"image {image.shape[1]} x {image.shape[0]}, resized to {predictor.input_size[1]} x {predictor.input_size[0]}")
     print(f"wrote {mask_path}")
     heads = ["mean", *range(sam.mask_decoder.transformer.num_heads)]
     for j, token in enumerate(tokens):
-        path = os.path.join(args.out, f"attention_mask{j}.png")
+        path = os.path.join(out, f"attention_mask{j}.png")
         plot_token_to_image(record, token, heads=heads, image=image, scale="per-panel").savefig(path, dpi=110)
         print(f"wrote {path}")
     for j in range(len(masks)):

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .args import CommandError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shapes-doc", help="generate docs/shapes.md from sam_explain/shapes/contract.py")
@@ -17,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..shapes.markdown import REGENERATE, render_shapes_markdown
 
+    if args.check and not args.output:
+        raise CommandError("--check compares a file with what would be written: give it with --output PATH")
     text = render_shapes_markdown()
     if not args.output:
         sys.stdout.write(text)

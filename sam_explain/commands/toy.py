@@ -6,6 +6,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from .args import CommandError, device_arg, nonnegative_int, positive_int, writable_path
+
 
 def schedule_help() -> str:
     """A sentence per schedule of ``toy.schedules``, for ``train-toy --help``."""
@@ -30,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="toy_sam.safetensors",
                    help="the weights to write (safetensors); a phased schedule also keeps each phase's, "
                         "OUT.phase1.safetensors and on, and run again it goes on from where it stopped")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=None, help="default: the schedule's seed")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (1 is fastest on a shared 2-core machine: small ops drown in thread sync)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the step (default: the schedule's choice; about 1.4x faster per step on CPU "
@@ -48,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="on CPU with glibc: malloc keeps freed memory instead of returning it to the kernel, which "
                         "spares a page fault per 4 KiB page each step (default: on; a 256 px step took 2.4 s "
                         "instead of 3.7 s, benchmarks/bench_train_step.py). --no-retain-memory leaves malloc as it is")
-    p.add_argument("--checkpoint-every", type=int, default=25, help="write the weights every this many steps")
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=25,
+                   help="write the weights every this many steps (0: only at the end)")
     p.add_argument("--resume", help="a .state.pt written next to --out by an earlier run")
     p.add_argument("--init", help="start from these weights (safetensors) instead of from scratch")
     p.add_argument("--log", help="append progress lines to this file")
@@ -56,9 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("eval-toy", help="measure the toy SAM on held-out scenes")
     e.add_argument("--weights", help="safetensors weights (default: the ones shipped in the package)")
-    e.add_argument("--scenes", type=int, default=100, help="held-out scenes (every valid target is prompted once)")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--scenes", type=positive_int, default=100,
+                   help="held-out scenes (every valid target is prompted once)")
+    e.add_argument("--device", type=device_arg, default="cpu")
+    e.add_argument("--threads", type=positive_int, default=1)
     e.add_argument("--json", help="also write the figures to this JSON file")
     e.add_argument("--stamp", action="store_true",
                    help="write the figures into the weights file's metadata (key 'figures')")
@@ -89,6 +93,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     # Each override given on the command line replaces that field of the schedule; TrainConfig checks
     # the result (the --stages against the schedule's decay_from_stage, for one).
+    writable_path(args.out, "--out")
+    if not isinstance(SCHEDULES[args.schedule], PhasedSchedule):  # (a phased schedule refuses them below)
+        for name in ("init", "resume"):
+            if getattr(args, name) is not None and not Path(getattr(args, name)).is_file():
+                raise CommandError(f"--{name} {getattr(args, name)}: no such file")
+    if args.log is not None:
+        writable_path(args.log, "--log")
+    args.device = str(args.device)
     overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
     log = None
     if args.log:
@@ -129,6 +141,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..toy.evaluate import evaluate, format_report
     from ..toy.model import toy_model
 
+    if args.json is not None:
+        writable_path(args.json, "--json")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise CommandError(f"--weights {args.weights}: no such file")
     torch.set_num_threads(args.threads)
     model = toy_model(args.weights, device=args.device)
     figures = evaluate(model, num_scenes=args.scenes)

@@ -22,7 +22,21 @@ class HookPoint(nn.Module):
     ``record_attention``) to see the tensor that passes through; with no hook
     registered, calling it returns ``x`` at once, without ``nn.Module.__call__``'s
     bookkeeping (SAM's decoder passes 53 of them per forward).
+
+    ``on_demand=True`` marks a tensor that its module computes only when a hook of the hook point's
+    own asks for it (the image encoder's n x n attention maps: without them the encoder runs one fused
+    kernel). ``trace_shapes`` leaves such hook points alone unless told otherwise, and a global module
+    hook does not count, so that looking at shapes never changes what is computed.
     """
+
+    def __init__(self, on_demand: bool = False) -> None:
+        super().__init__()
+        self.on_demand = on_demand
+
+    def has_own_hooks(self) -> bool:
+        """True when a hook registered on this hook point itself wants its tensor (global hooks aside)."""
+        return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                    or self._backward_pre_hooks)
 
     def is_hooked(self) -> bool:
         """True when a hook, its own or a global module hook, wants this tensor (or its gradient)."""

@@ -199,8 +199,9 @@ class Attention(nn.Module):
     In a windowed block B' = B * nW and the windows are in row-major order over the
     padded grid (see ``window_partition``).
 
-    The n x n maps (hook_logits, hook_probs) are only built when something hooks them, or
-    when ``use_fused_attention`` is False; otherwise one fused call
+    The n x n maps (hook_logits, hook_probs) are only built when a hook of their own asks for
+    them (``trace_shapes(..., on_demand=True)``, ``register_forward_hook``), or when
+    ``use_fused_attention`` is False; otherwise one fused call
     (``F.scaled_dot_product_attention``, the relative positions as its additive mask)
     computes the same output, equal up to float rounding, faster and without the maps.
     """
@@ -245,8 +246,8 @@ class Attention(nn.Module):
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
-        self.hook_logits = HookPoint()
-        self.hook_probs = HookPoint()
+        self.hook_logits = HookPoint(on_demand=True)  # built only when hooked: see attention_map_hooked
+        self.hook_probs = HookPoint(on_demand=True)
         self.hook_out = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,8 +278,9 @@ class Attention(nn.Module):
         return self.proj(out)
 
     def attention_map_hooked(self) -> bool:
-        """True when a hook (on hook_logits / hook_probs, or a global module hook) wants the maps."""
-        return self.hook_logits.is_hooked() or self.hook_probs.is_hooked()
+        """True when a hook of hook_logits' or hook_probs' own wants the maps (a global module hook, such
+        as torchinfo's, does not: it would change the computation it observes)."""
+        return self.hook_logits.has_own_hooks() or self.hook_probs.has_own_hooks()
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:

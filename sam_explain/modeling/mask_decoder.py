@@ -23,7 +23,7 @@ from einops import einsum, rearrange, repeat
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes.check import ShapeError, expect_like_weights, expect_shape
+from ..shapes.check import ShapeError, expect_finite, expect_flag, expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d
 
 
@@ -109,10 +109,7 @@ class MaskDecoder(nn.Module):
           masks: B x (M - 1) x 4H x 4W if multimask_output else B x 1 x 4H x 4W (logits).
           iou_pred: B x (M - 1) or B x 1, the predicted IoU of each mask.
         """
-        if not isinstance(multimask_output, bool):
-            raise TypeError(
-                f"MaskDecoder: multimask_output must be a bool, got {type(multimask_output).__name__}"
-            )
+        multimask_output = expect_flag("MaskDecoder", "multimask_output", multimask_output)
         masks, iou_pred = self.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=image_pe,
@@ -155,6 +152,7 @@ class MaskDecoder(nn.Module):
                         ("sparse_prompt_embeddings", sparse_prompt_embeddings),
                         ("dense_prompt_embeddings", dense_prompt_embeddings)):
             expect_like_weights(where, name, t, self.iou_token.weight, owner="decoder")
+            expect_finite(where, name, t)
         return B, H, W
 
     def predict_masks(

@@ -17,7 +17,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from ..shapes.check import ShapeError, expect_shape
+from ..shapes.check import ShapeError, expect_finite, expect_labels, expect_like_weights, expect_shape
 from .common import HookPoint, LayerNorm2d
 
 
@@ -135,23 +135,28 @@ class PromptEncoder(nn.Module):
             source = "point coords"
             expect_shape(where, "point labels", labels, "B N", B=B, N=N,
                          hint="one label per point, from point coords")
-            bad = ~((labels == -1) | (labels == 0) | (labels == 1))
-            if bool(bad.any()):
-                raise ShapeError(
-                    f"{where}: point labels must be 1 (foreground), 0 (background) or -1 (padding), "
-                    f"got {sorted(set(labels[bad].tolist()))}"
-                )
+            if labels.device != coords.device:
+                raise ShapeError(f"{where}: point labels are on {labels.device}, point coords on {coords.device}")
+            expect_finite(where, "point coords", coords)
+            expect_labels(where, "point labels", labels, (-1, 0, 1),
+                          "1 (foreground), 0 (background) or -1 (padding)")
         if boxes is not None:
             sizes = expect_shape(where, "boxes", boxes, "B 4", B=B,
                                  hint=f"B = {B} from {source}" if B is not None else "x0, y0, x1, y1 per prompt set")
             if B is None:
                 B, source = sizes["B"], "boxes"
+            expect_finite(where, "boxes", boxes)
         if masks is not None:
             h4, w4 = self.mask_input_size
             sizes = expect_shape(where, "masks", masks, "B 1 4H 4W", B=B, **{"4H": h4, "4W": w4},
                                  hint=f"B = {B} from {source}" if B is not None else "low-res mask logits")
             if B is None:
                 B = sizes["B"]
+            if not masks.is_floating_point():
+                raise ShapeError(f"{where}: masks must be low-res mask logits, a floating-point tensor B x 1 x 4H x 4W "
+                                 f"(a previous low_res output), got dtype {masks.dtype}")
+            expect_like_weights(where, "masks", masks, self.mask_downscaling[0].weight, owner="prompt encoder")
+            expect_finite(where, "masks", masks)
         for name, t in (("point coords", points[0] if points is not None else None),
                         ("boxes", boxes), ("masks", masks)):
             if t is not None and t.device != self._get_device():

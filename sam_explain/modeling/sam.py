@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..shapes.check import ShapeError, expect_shape
+from ..shapes.check import ShapeError, expect_finite, expect_flag, expect_shape
 from ..utils.transforms import postprocess_masks
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
@@ -83,6 +83,9 @@ class Sam(nn.Module):
         Returns one dict per image: 'masks' B x k x H0 x W0 (bool), 'iou_predictions' B x k,
         'low_res_logits' B x k x 4H x 4W; k = 3 or 1.
         """
+        multimask_output = expect_flag("Sam.forward", "multimask_output", multimask_output)
+        for i, record in enumerate(batched_input):
+            self.check_record(record, i)
         images = torch.stack([self.preprocess(record["image"]) for record in batched_input], dim=0)
         image_embeddings = self.image_encoder(images)  # I x 3 x 1024 x 1024 -> I x C x H x W
 
@@ -115,6 +118,21 @@ class Sam(nn.Module):
             )
         return outputs
 
+    def check_record(self, record: Dict[str, Any], index: int = 0) -> None:
+        """One entry of ``batched_input``: its keys, the image 3 x Hr x Wr, a positive (H0, W0)."""
+        where = f"Sam.forward: batched_input[{index}]"
+        if not isinstance(record, dict):
+            raise ShapeError(f"{where} must be a dict with 'image' and 'original_size', got {type(record).__name__}")
+        missing = [k for k in ("image", "original_size") if k not in record]
+        if missing:
+            raise ShapeError(f"{where} lacks {missing}: each entry needs 'image' (3 x Hr x Wr, resized) and "
+                             f"'original_size' (H0, W0), the size before resizing")
+        expect_shape(where, "image", record["image"], "3 Hr Wr")
+        expect_finite(where, "image", record["image"])
+        check_original_size(where, record["original_size"])
+        if "point_coords" in record and "point_labels" not in record:
+            raise ShapeError(f"{where} has 'point_coords' without 'point_labels' (B x N)")
+
     def postprocess_masks(
         self,
         masks: torch.Tensor,
@@ -128,6 +146,7 @@ class Sam(nn.Module):
         for original_size = (H0, W0). Still logits; threshold at ``mask_threshold``.
         """
         expect_shape("Sam.postprocess_masks", "masks", masks, "B k 4H 4W")
+        check_original_size("Sam.postprocess_masks", original_size)
         s = self.img_size
         if not (0 < input_size[0] <= s and 0 < input_size[1] <= s):
             raise ShapeError(
@@ -152,3 +171,12 @@ class Sam(nn.Module):
         x = (x - self.pixel_mean) / self.pixel_std  # ... x 3 x Hr x Wr
         pad_h, pad_w = s - x.shape[-2], s - x.shape[-1]
         return F.pad(x, (0, pad_w, 0, pad_h))  # ... x 3 x 1024 x 1024
+
+
+def check_original_size(where: str, original_size: object) -> None:
+    """(H0, W0): two whole numbers of pixels, both at least 1."""
+    size = tuple(original_size) if isinstance(original_size, (tuple, list, torch.Size)) else None
+    if size is None or len(size) != 2 or not all(isinstance(v, int) or type(v).__name__.startswith("int") for v in size) \
+            or min(int(v) for v in size) < 1:
+        raise ShapeError(f"{where}: original_size must be (H0, W0), two whole numbers >= 1 (the image's size before "
+                         f"resizing), got {original_size!r}")

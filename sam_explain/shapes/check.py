@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 
 
@@ -77,3 +78,36 @@ def expect_like_weights(where: str, name: str, tensor: torch.Tensor, weight: tor
             f"{where}: {name} is {tensor.dtype} on {tensor.device}, but the {owner}'s weights are "
             f"{weight.dtype} on {weight.device}; move the input or the model with .to()"
         )
+
+
+def expect_finite(where: str, name: str, tensor: torch.Tensor) -> None:
+    """Refuse a NaN or an infinity in ``tensor`` (floating point), naming how many and where the first is."""
+    if tensor.is_floating_point() or tensor.is_complex():
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = ~finite
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise ShapeError(f"{where}: {name} holds {int(bad.sum())} non-finite value(s) (NaN or inf), the first at "
+                             f"index {first}; every value must be finite")
+
+
+def expect_labels(where: str, name: str, labels: torch.Tensor, allowed, meaning: str) -> None:
+    """Point labels: whole numbers among ``allowed`` (checked before any cast, so that 0.9 is not read as 0)."""
+    if labels.is_complex() or labels.dtype == torch.bool:
+        raise ShapeError(f"{where}: {name} must be whole numbers ({meaning}), got dtype {labels.dtype}")
+    if labels.is_floating_point():
+        expect_finite(where, name, labels)
+        fractional = labels != labels.round()
+        if bool(fractional.any()):
+            raise ShapeError(f"{where}: {name} must be whole numbers ({meaning}), got "
+                             f"{sorted(set(labels[fractional].tolist()))[:5]}")
+    bad = ~torch.isin(labels, torch.tensor(list(allowed), device=labels.device, dtype=labels.dtype))
+    if bool(bad.any()):
+        raise ShapeError(f"{where}: {name} must be {meaning}, got {sorted(set(labels[bad].tolist()))[:5]}")
+
+
+def expect_flag(where: str, name: str, value: object) -> bool:
+    """A boolean argument: a bool or a numpy bool (what the official code accepts), returned as a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{where}: {name} must be a bool, got {type(value).__name__} ({value!r}; True or False)")

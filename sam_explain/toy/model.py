@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from safetensors import SafetensorError, safe_open
+
+from ..checkpoint import CheckpointError, check_state_dict
 from ..modeling import build_mask_decoder, build_prompt_encoder
 from .encoder import ToyImageEncoder
 from .scenes import IMAGE_SIZE
@@ -132,17 +135,21 @@ def toy_model(path: Optional[Union[str, Path]] = None, device: Union[str, torch.
     ``path`` defaults to the weights shipped in the package (sam_explain/weights/toy_sam.safetensors).
     The file's metadata (training schedule, seed, commit, measured figures) is in ``model.metadata``.
     """
-    from safetensors import safe_open
-
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"toy weights not found at {path}; train them with `sam-explain train-toy`")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        state = {k: f.get_tensor(k).float() for k in f.keys()}
-    encoder_config = json.loads(metadata.get("encoder_config", "{}"))
-    if "dilations" in encoder_config:
-        encoder_config["dilations"] = tuple(encoder_config["dilations"])
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+        encoder_config = json.loads(metadata.get("encoder_config", "{}"))
+        if "dilations" in encoder_config:
+            encoder_config["dilations"] = tuple(encoder_config["dilations"])
+        with torch.device("meta"):
+            shell = ToyModel(encoder_config=encoder_config)  # shapes only: checked before building
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: not toy weights written by train-toy ({err})") from err
+    check_state_dict(shell.state_dict(), state, f"toy weights {path}", "toy model", CheckpointError)
     model = ToyModel(encoder_config=encoder_config)
     model.load_state_dict(state, strict=True)
     model.metadata = metadata
