@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml constraints-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints-dev.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PY) -m pip install -q -c constraints-dev.txt -e ".[dev]"
+	# The official SAM 2 code, for the parity tests: its sdist wants a CUDA build and hydra, neither
+	# needed by the sam2.modeling.sam modules the tests import (sam_explain/testing.py).
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-deps --no-build-isolation sam2==1.1.0
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -166,3 +166,70 @@ def official_predictor_module() -> types.ModuleType:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+
+
+# --- SAM 2 (the official sam2 package), side by side ---
+
+
+def official_sam2_modeling() -> types.ModuleType:
+    """The official ``sam2.modeling.sam`` package (sam2 1.1.0 from PyPI) with its ``mask_decoder``,
+    ``prompt_encoder`` and ``transformer`` modules imported, without running ``sam2/__init__.py``
+    (which imports hydra, absent here): the parent packages are made as empty packages on the
+    installed paths, so ``sam2.modeling.sam2_base`` imports too. Needs torch, numpy, PIL and tqdm."""
+    if "sam2.modeling.sam.mask_decoder" in sys.modules:
+        return sys.modules["sam2.modeling.sam"]
+    spec = importlib.util.find_spec("sam2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the official SAM 2 package is not installed: "
+                          "SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0")
+    root = list(spec.submodule_search_locations)[0]
+    for name, path in (("sam2", root), ("sam2.modeling", f"{root}/modeling")):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [path]  # a package whose __init__ is not run
+            sys.modules[name] = package
+    for sub in ("mask_decoder", "prompt_encoder", "transformer"):
+        importlib.import_module(f"sam2.modeling.sam.{sub}")
+    return sys.modules["sam2.modeling.sam"]
+
+
+def build_official_sam2_pair(
+    *,
+    transformer_dim: int = 256,
+    depth: int = 2,
+    num_heads: int = 8,
+    mlp_dim: int = 2048,
+    num_multimask_outputs: int = 3,
+    iou_head_depth: int = 3,
+    iou_head_hidden_dim: int = 256,
+    image_embedding_size: Tuple[int, int] = (64, 64),
+    input_image_size: Tuple[int, int] = (1024, 1024),
+    mask_in_chans: int = 16,
+    seed: int = 0,
+    **decoder_flags: object,
+) -> Tuple[nn.Module, nn.Module]:
+    """Official SAM 2 (MaskDecoder, PromptEncoder), built as ``SAM2Base._build_sam_heads`` builds them
+    (``decoder_flags``: use_high_res_features, iou_prediction_use_sigmoid, pred_obj_scores, ... as the
+    official MaskDecoder takes them; its defaults otherwise), every parameter seeded random
+    (``randomize_``). The positional-encoding matrix is drawn by ``torch.manual_seed(seed)``."""
+    sam = official_sam2_modeling()
+    torch.manual_seed(seed)
+    decoder = sam.mask_decoder.MaskDecoder(
+        num_multimask_outputs=num_multimask_outputs,
+        transformer=sam.transformer.TwoWayTransformer(
+            depth=depth, embedding_dim=transformer_dim, mlp_dim=mlp_dim, num_heads=num_heads
+        ),
+        transformer_dim=transformer_dim,
+        iou_head_depth=iou_head_depth,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+        **decoder_flags,
+    ).eval()
+    prompt_encoder = sam.prompt_encoder.PromptEncoder(
+        embed_dim=transformer_dim,
+        image_embedding_size=image_embedding_size,
+        input_image_size=input_image_size,
+        mask_in_chans=mask_in_chans,
+    ).eval()
+    randomize_(decoder, seed)
+    randomize_(prompt_encoder, seed + 1)
+    return decoder, prompt_encoder

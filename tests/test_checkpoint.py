@@ -126,12 +126,13 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
         load_sam_checkpoint(path)
 
 
-def test_sam2_checkpoint_is_named(tmp_path):
+def test_sam2_checkpoint_goes_to_the_sam2_loader(tmp_path):
+    """A SAM 2 file is read by SAM 2's loader (tests/test_sam2_checkpoint.py), which names it as SAM 2."""
     path = tmp_path / "sam2_hiera_tiny.pt"
-    torch.save({"model": {"sam_mask_decoder.obj_score_token.weight": torch.zeros(1, 256),
-                          "sam_mask_decoder.iou_token.weight": torch.zeros(1, 256),
-                          "image_encoder.trunk.pos_embed": torch.zeros(1, 8, 7, 7)}}, path)
-    with pytest.raises(CheckpointError, match="SAM 2 checkpoint"):
+    torch.save({"model": {"sam_mask_decoder.obj_score_token.weight": torch.ones(1, 256),
+                          "sam_mask_decoder.iou_token.weight": torch.ones(1, 256),
+                          "image_encoder.trunk.pos_embed": torch.ones(1, 8, 7, 7)}}, path)
+    with pytest.raises(CheckpointError, match=r"SAM 2 checkpoint .*missing key 'mask_tokens.weight'"):
         load_sam_checkpoint(path)
 
 

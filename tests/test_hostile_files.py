@@ -112,7 +112,7 @@ def test_one_stray_key_in_a_full_checkpoint_is_refused_before_building(tmp_path)
     (b'{"iou_token.weight": [1, 2]}', "a JSON file, not a checkpoint"),
     (bytes(range(7, 250)) * 4, "not a checkpoint: it starts with the bytes"),
     (b"just some text\n" * 10, "not a checkpoint: it starts with the bytes"),
-    (b"\x80\x02garbage" * 8, "could not read it as a torch checkpoint"),
+    (b"\x80\x02garbage" * 8, "refused: the pickle uses what torch.save never writes"),
 ])
 def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, what):
     path = tmp_path / "model.pth"

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sam_explain.shapes import contract as sc
+from sam_explain.shapes import registry
 from sam_explain.shapes import markdown
 from sam_explain.prompts import example_prompts
 from sam_explain.modeling import build_mask_decoder, build_prompt_encoder
@@ -176,12 +177,12 @@ def test_sparse_length_rule(points, box, n_sparse):
 def test_tracer_flags_a_wrong_contract(monkeypatch):
     """A contract that disagrees with the model shows as a mismatch (so the checks above can fail)."""
     wrong = sc.Entry("hook_tokens", "B M C", "deliberately wrong")
-    real_lookup = sc.lookup
+    real_lookup = registry.lookup
 
     def lookup(component, path):
         return wrong if (component, path) == ("decoder", "hook_tokens") else real_lookup(component, path)
 
-    monkeypatch.setattr(sc, "lookup", lookup)
+    monkeypatch.setattr(registry, "lookup", lookup)
     trace, *_ = run_traced(B=2, points=1, grid=(8, 8))
     bad = trace.mismatches()
     assert [r.path for r in bad] == ["mask_decoder.hook_tokens"]

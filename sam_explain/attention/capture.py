@@ -16,7 +16,8 @@ Usage::
     attn["transformer.layers.0.cross_attn_token_to_image"]   # B x 8 x T x 4096
 
 The record is filled by forward hooks on the hook points, so it works on any model
-built from ``sam_explain.modeling`` (keys are module paths relative to the model given).
+built from ``sam_explain.modeling`` or ``sam_explain.sam2`` (keys are module paths relative to the
+model given; SAM 2's decoder has one more token, T = 6 + N').
 Before anything is stored, the bytes the record would hold are estimated and the
 capture is refused (``AttentionMemoryError``) if they exceed ``max_bytes``.
 """
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..modeling import Attention, MaskDecoder
+from ..shapes.registry import component_kind
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB
 KINDS = ("token_self", "token_to_image", "image_to_token")
@@ -400,7 +402,8 @@ def record_attention(
         if sizes is None:
             return
         B, T, H, W = sizes
-        T = T + 1 + module.num_mask_tokens  # the output tokens come first
+        # the output tokens come first: 1 + M in SAM; SAM 2 puts an object-score token before them
+        T = T + int(bool(getattr(module, "pred_obj_scores", False))) + 1 + module.num_mask_tokens
         prefix = "" if module is model else next(n for n, m in modules.items() if m is module) + "."
         mine = [s for s in sites if s.name.startswith(prefix) and s.kind != "other"]
         elem = torch.empty((), dtype=module.iou_token.weight.dtype).element_size()
@@ -445,7 +448,7 @@ def record_attention(
 
     try:
         for m in modules.values():
-            if isinstance(m, MaskDecoder):
+            if isinstance(m, MaskDecoder) or component_kind(m) == "sam2_decoder":
                 handles.append(m.register_forward_pre_hook(decoder_pre_hook, with_kwargs=True))
         for s in sites:
             attn = modules[s.name]

@@ -18,15 +18,15 @@ A tuple of specs describes a tuple of tensors and ``None`` a ``None``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 Spec = Union[None, str, Tuple["Spec", ...]]
 
-# Which contract applies to a module: by class name, so the official modules match too.
+# Which contract applies to a module: by class name, so the official modules match too. SAM 2's
+# classes have the same names: ``registry.component_kind`` tells its decoder apart ("sam2_decoder").
 COMPONENT_CLASSES = {"MaskDecoder": "decoder", "PromptEncoder": "prompt_encoder"}
+
 
 SYMBOL_GLOSSARY: Tuple[Tuple[str, str], ...] = (
     ("B", "prompt sets"),
@@ -299,24 +299,6 @@ CONTRACTS: Dict[str, Tuple[Entry, ...]] = {
     "decoder": DECODER_CONTRACT,
     "prompt_encoder": PROMPT_ENCODER_CONTRACT,
 }
-
-
-@lru_cache(maxsize=None)
-def _compiled(component: str) -> Tuple[Tuple[re.Pattern, Entry], ...]:
-    return tuple(
-        (re.compile(re.escape(e.path).replace(r"\*", r"\d+") + r"\Z"), e) for e in CONTRACTS[component]
-    )
-
-
-@lru_cache(maxsize=None)
-def lookup(component: str, path: str) -> Optional[Entry]:
-    """The contract entry of the module at ``path`` (relative to the component), or None."""
-    if component not in CONTRACTS:
-        return None
-    for pattern, entry in _compiled(component):
-        if pattern.match(path):
-            return entry
-    return None
 
 
 def hook_inputs(entry: Entry) -> Mapping[str, Spec]:

@@ -8,6 +8,7 @@ from .contract import (
     DECODER_CONTRACT, DOCUMENTED, CONTRACTS, PROMPT_ENCODER_CONTRACT, SYMBOL_GLOSSARY, DecoderConfig, Entry,
     PromptConfig, Spec, evaluate, hook_inputs, pretty, sparse_length,
 )
+from .contract_sam2 import SAM2_DECODER_CONTRACT, SAM2_SYMBOL_GLOSSARY, Sam2DecoderConfig
 
 SHAPES_DOC = "docs/shapes.md"
 REGENERATE = "python -m sam_explain shapes-doc --output docs/shapes.md"
@@ -23,8 +24,8 @@ def _fmt(spec: Spec, values: Mapping[str, int], bind: Mapping[str, str]) -> Tupl
     return pretty(spec), " x ".join("?" if n is None else str(n) for n in nums)
 
 
-def _table(entries: Sequence[Entry], values: Mapping[str, int]) -> str:
-    lines = ["| module path | in | out (symbols) | out (SAM) | step |", "|---|---|---|---|---|"]
+def _table(entries: Sequence[Entry], values: Mapping[str, int], model: str = "SAM") -> str:
+    lines = [f"| module path | in | out (symbols) | out ({model}) | step |", "|---|---|---|---|---|"]
     for e in entries:
         ins = hook_inputs(e)
         in_txt = "<br>".join(
@@ -117,5 +118,43 @@ def render_shapes_markdown() -> str:
         "",
         _table(PROMPT_ENCODER_CONTRACT, pe),
         "",
+        *_sam2_section(),
     ]
     return "\n".join(out)
+
+
+def _sam2_section() -> Sequence[str]:
+    """SAM 2's decoder (``contract_sam2``): what it adds to the symbols, and its table."""
+    cfg = Sam2DecoderConfig()
+    v = cfg.symbols()
+    new_rows = ", ".join(f"`{e.path}`" for e in SAM2_DECODER_CONTRACT
+                         if e.path and ".mlp.layers." not in e.path and not any(d.path == e.path for d in DECODER_CONTRACT))
+    return [
+        "## SAM 2's MaskDecoder",
+        "",
+        "SAM 2 and SAM 2.1 (`sam_explain.sam2.MaskDecoder` and the official `sam2` one; the tracer tells them "
+        "from SAM's by their attributes `pred_obj_scores` and `use_high_res_features`). SAM 2's prompt encoder "
+        "has the prompt encoder's rows above. See [sam2.md](sam2.md).",
+        "",
+        "### Symbols SAM 2 adds or changes",
+        "",
+        "| symbol | meaning |",
+        "|---|---|",
+        *[f"| {s} | {m} |" for s, m in SAM2_SYMBOL_GLOSSARY],
+        "",
+        "| module | parameters |",
+        "|---|---|",
+        "| MaskDecoder (SAM 2.1's configuration) | 4,215,109 |",
+        "",
+        f"SAM 2.1's numbers below (every flag on): B = {cfg.B}, one click through the image predictor "
+        f"(N' = {cfg.sparse_tokens}: the click and the padding point; T = {v['T']}), O = {v['O']}, C = {cfg.C}, "
+        f"H x W = {cfg.H} x {cfg.W}, h = {cfg.heads}, M = {cfg.M}, Ih = {v['Ih']}, multimask_output=True "
+        f"(K = {v['K']}, K_ptr = {v['K_ptr']}). Rows SAM does not have: {new_rows}; the block MLP's "
+        "`mlp.layers.0` / `mlp.layers.1` are SAM's `mlp.lin1` / `mlp.lin2`. With `use_high_res_features` the "
+        "upscaling's modules are called one by one (no `output_upscaling` row); `conv_s0` / `conv_s1` run "
+        "outside the decoder's forward; `hook_stability_scores` only with multimask_output=False and the "
+        "stability switch, in eval mode.",
+        "",
+        _table(SAM2_DECODER_CONTRACT, v, model="SAM 2.1"),
+        "",
+    ]

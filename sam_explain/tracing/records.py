@@ -4,7 +4,9 @@ outputs (``TensorInfo``, ``Value``, ``DictInfo``), and their check against the s
 Rows of a ``MaskDecoder`` or a ``PromptEncoder`` (ours or the official one; found by class name,
 anywhere inside the traced model) are labelled with the documented-shape contract of
 :mod:`sam_explain.shapes.contract`: ``B x h x T x d = 3 x 8 x 7 x 32``; a row whose shape
-disagrees with the contract is flagged (``row.contract == "mismatch"``).
+disagrees with the contract is flagged (``row.contract == "mismatch"``). A SAM 2 decoder (same
+class name, told apart by ``registry.component_kind``) gets SAM 2's contract
+(:mod:`sam_explain.shapes.contract_sam2`).
 
 The rest of the package: ``tracer`` (``trace_shapes``, the hooks that fill the rows), ``views``
 (``ShapeTrace``: the rows, filtered and collapsed), ``render`` (tables), ``prompt`` (``trace_prompt``).
@@ -19,7 +21,7 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..shapes import contract
+from ..shapes import contract, registry
 
 # --- what a row records -----------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class ModuleInfo:
     kind: str  # "hook" for a HookPoint, else "module"
     signature: Optional[inspect.Signature]
     extra: str  # extra_repr(), the fallback description
-    component: Optional[str]  # "decoder" / "prompt_encoder" when inside one
+    component: Optional[str]  # "decoder" / "prompt_encoder" / "sam2_decoder" when inside one
     component_path: Optional[str]  # the path of that MaskDecoder / PromptEncoder
     rel_path: Optional[str]  # the path relative to it: the contract's key
     static_values: Tuple[Tuple[str, int], ...]  # symbols known from the component's attributes
@@ -209,7 +211,7 @@ class TraceRow:
         if holder._values is None:
             values = dict(info.static_values)
             if root is not None:
-                reader = contract.CONFIG_READERS[info.component]
+                reader = registry.CONFIG_READERS[info.component]
                 inputs = {name: plain(v) for name, v in root.inputs.items()}
                 values = reader(None, inputs, values)
             holder._values = values
@@ -219,7 +221,7 @@ class TraceRow:
     def entry(self) -> Optional[contract.Entry]:
         if self.info.component is None:
             return None
-        return contract.lookup(self.info.component, self.info.rel_path)
+        return registry.lookup(self.info.component, self.info.rel_path)
 
     def _checks(self) -> Tuple[Optional[Dict[str, Check]], Optional[Check], Dict[str, int]]:
         if self._cache is None:

@@ -18,16 +18,17 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..shapes import contract
+from ..shapes import registry
 from .records import _CONTAINERS, ModuleInfo, TraceRow, summarize
 from .views import ShapeTrace
 
 def _component_of(path: str, module: nn.Module, modules: Mapping[str, nn.Module]) -> Tuple[Optional[str], Optional[str]]:
-    """(component kind, component path) of the nearest MaskDecoder / PromptEncoder at or above ``path``."""
+    """(component kind, component path) of the nearest MaskDecoder / PromptEncoder at or above ``path``
+    (SAM's, SAM 2's or the official ones: ``registry.component_kind``)."""
     parts = path.split(".") if path else []
     for n in range(len(parts), -1, -1):
         p = ".".join(parts[:n])
-        kind = contract.COMPONENT_CLASSES.get(type(modules[p]).__name__) if p in modules else None
+        kind = registry.component_kind(modules[p]) if p in modules else None
         if kind:
             return kind, p
     return None, None
@@ -65,7 +66,7 @@ def _module_infos(model: nn.Module, prefix: str) -> List[Tuple[nn.Module, Module
         if component is not None:
             rel = path[len(component_path):].lstrip(".") if component_path else path
             if component_path not in statics:
-                reader = contract.CONFIG_READERS[component]
+                reader = registry.CONFIG_READERS[component]
                 statics[component_path] = tuple(reader(named[component_path], {}).items())
             static = statics[component_path]
         is_hook = type(module).__name__ == "HookPoint"

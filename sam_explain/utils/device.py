@@ -14,8 +14,8 @@ def as_device(device: Union[str, torch.device, None], default: str = "cpu") -> t
         device = default
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise ValueError(f"unknown device {device!r} ({err}); expected cpu, cuda, cuda:N or mps") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use cpu")
