@@ -23,6 +23,10 @@ from .attention import (
     token_names,
 )
 
+# Asking "why": interventions on a run, and the code the walkthrough teaches, listed from the package
+from .interventions import drop_tokens, intervene, replace, swap_tokens, zero
+from .source import show_source
+
 # The whole of SAM, for real checkpoints and photos
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.sam import Sam
