@@ -14,11 +14,17 @@
 # click in real time once the image is encoded. This notebook runs it once, end to end, and
 # lists every tensor it touches. The later notebooks open each step.
 #
+# The source for the design is the SAM paper, Kirillov et al. 2023, *Segment Anything*
+# (arXiv:2304.02643): §3 describes the three networks, Appendix A the decoder in detail. Where
+# these notebooks say *why* something is built the way it is, they cite it; where the reason is
+# our own reading of the code or of an experiment, they say so.
+#
 # **Symbols** used everywhere (in the code, the errors and the docs):
 #
 # | symbol | meaning | SAM |
 # |---|---|---|
 # | B | prompt sets (each gives its own masks) | any |
+# | I | images given to the decoder: 1, shared by the B prompt sets, or B, one each | 1 |
 # | N | points in a prompt set | any |
 # | N' | sparse prompt tokens (points, padding point, box corners) | N + 1, N + 2, 2 or 0 |
 # | T | tokens in the decoder: 1 IoU token + M mask tokens + N' | 5 + N' |
@@ -26,6 +32,7 @@
 # | H x W | the image-embedding grid | 64 x 64 |
 # | h, d | attention heads, channels per head | 8, 32 or 16 |
 # | M | mask tokens | 4 |
+# | K | masks returned: M - 1 = 3 with `multimask_output=True`, 1 without | 3 or 1 |
 #
 # We use sam-explain's **toy model**: SAM's real prompt encoder and mask decoder, at SAM's sizes,
 # trained on synthetic scenes of coloured shapes with a small image encoder of its own (see
@@ -112,9 +119,11 @@ plt.show()
 # ## Every step, with its shape
 #
 # `se.trace_shapes` records each module call and each *hook point* (a named place inside a
-# module where a tensor passes) during a forward, with shapes in symbols and numbers. Here are
-# the decoder's own top-level steps; the full trace follows, with the second transformer layer
-# folded into the first (they have the same shapes).
+# module where a tensor passes) during a forward, with shapes in symbols and numbers. The whole
+# trace has more than a hundred rows; here are the decoder's own steps, in the order they run:
+# the output tokens and the prompt tokens concatenated (`hook_tokens`, B x T x C), the image side
+# (`hook_src`, B x C x H x W), the transformer, the IoU and mask tokens read off its output,
+# the upscaling, the hypernetworks and the masks.
 
 # %%
 with se.trace_shapes(decoder) as trace:
@@ -123,14 +132,31 @@ with se.trace_shapes(decoder) as trace:
                 dense_prompt_embeddings=dense, multimask_output=True)
 trace.filter(max_depth=1)
 
+# %% [markdown]
+# One level down, the transformer: two blocks, then a final token-to-image attention. Layer 1
+# has the same shapes as layer 0, so `collapse()` folds its rows into one.
+
 # %%
-trace.collapse()
+trace.collapse().filter("transformer", max_depth=2)
+
+# %% [markdown]
+# And one block's four steps (notebook 3 opens them): the tokens' self-attention, the tokens
+# reading the image (T queries over HW = 4096 keys), an MLP on each token, the image reading the
+# tokens (4096 queries over T keys), each followed by a LayerNorm. The hook points inside each
+# attention (q, k, v, logits, probabilities) are one level further down: `trace.filter(path)`
+# shows any part whole.
+
+# %%
+trace.filter("transformer.layers.0", max_depth=3)
 
 # %% [markdown]
 # ## Where the parameters are
 #
-# `torchinfo` summarises the decoder, 4,058,340 parameters: most of them in the two
-# transformer layers' MLPs (256 -> 2048 -> 256), then the four hypernetwork MLPs and the IoU head.
+# `torchinfo` summarises the decoder: 4,058,340 parameters. Grouped by what they do (the next
+# cell counts them): about half in the two transformer layers' MLPs (256 -> 2048 -> 256, 2.10 M),
+# then the attention projections (q, k, v and out of the seven attentions, 1.19 M), the four
+# hypernetwork MLPs (0.56 M), the IoU head (0.13 M), the upscaling (74 k), and a few thousand in the
+# LayerNorms and the five output tokens.
 
 # %%
 import torchinfo
@@ -142,6 +168,27 @@ summary = torchinfo.summary(
 print(summary)
 assert summary.total_params == 4_058_340
 assert sum(p.numel() for p in prompt_encoder.parameters()) == 6_220
+
+def group(name):
+    if ".mlp." in name:
+        return "transformer MLPs"
+    if "attn" in name:
+        return "attention projections"
+    if "output_hypernetworks_mlps" in name:
+        return "hypernetwork MLPs"
+    if "iou_prediction_head" in name:
+        return "IoU head"
+    if "output_upscaling" in name:
+        return "upscaling"
+    return "LayerNorms and tokens"
+
+counts = {}
+for name, p in decoder.named_parameters():
+    counts[group(name)] = counts.get(group(name), 0) + p.numel()
+for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+    print(f"{name:<24} {n:>10,}")
+assert counts["transformer MLPs"] == 2_101_760 and counts["attention projections"] == 1_185_408
+assert counts["hypernetwork MLPs"] == 559_232 and counts["IoU head"] == 132_612 and counts["upscaling"] == 73_952
 
 # %% [markdown]
 # **Next**: [2. Prompts and tokens](02_prompts_and_tokens.ipynb): how the click became those two

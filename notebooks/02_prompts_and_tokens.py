@@ -31,6 +31,13 @@ print("input image size (pixels the coordinates live in):", pe_enc.input_image_s
 # * **what**: a learned label embedding, `point_embeddings[1]` for a foreground click and
 #   `point_embeddings[0]` for a background click.
 #
+# This is how the paper describes it (Kirillov et al. 2023, Appendix A, "Prompt encoder"), and
+# this is the code that does it, listed from the package:
+
+# %%
+se.show_source(se.PromptEncoder._embed_points, highlight=["forward_with_coords", "labels == 1"])
+
+# %% [markdown]
 # We rebuild it for two clicks and compare with the prompt encoder.
 
 # %%
@@ -55,9 +62,11 @@ assert sparse.shape == (1, 3, 256)  # N' = N + 1: a padding point was appended
 # ## The padding point
 #
 # Two clicks gave **three** tokens. With points and no box, the prompt encoder appends a
-# *padding point* with label -1. Its token has no position at all: it is exactly the learned
-# `not_a_point_embed`. It stands where box corners would be, so the decoder learns to read
-# "there is no box" from it (notebook 7 shows what happens without it).
+# *padding point* with label -1 (the `if pad:` branch above). Its token has no position at all:
+# it is exactly the learned `not_a_point_embed`, whatever coordinates the padding point has. The
+# paper does not discuss it; our reading is that it keeps a points-only prompt from being shorter
+# than one with a box, the shape the official code was trained with. Notebook 7 measures what the
+# masks lose without it.
 
 # %%
 assert torch.equal(sparse[0, 2], pe_enc.not_a_point_embed.weight[0])
@@ -67,8 +76,15 @@ print("padding token == not_a_point_embed: True")
 # ## A box is two corner points
 #
 # A box (x0, y0, x1, y1) becomes two tokens: the top-left corner's position plus
-# `point_embeddings[2]`, the bottom-right's plus `point_embeddings[3]`. With a box there is no
-# padding point. The length rule of the sparse tokens, N':
+# `point_embeddings[2]`, the bottom-right's plus `point_embeddings[3]` (paper, Appendix A). With a
+# box there is no padding point (`pad=(boxes is None)` in `forward`):
+
+# %%
+se.show_source(se.PromptEncoder.forward, lines=("bs = self.check_inputs", "return sparse, dense"),
+               highlight=["pad=", "no_mask_embed"])
+
+# %% [markdown]
+# The length rule of the sparse tokens, N':
 #
 # | prompt | N' |
 # |---|---|
@@ -137,6 +153,13 @@ assert image_pe.shape == (1, 256, 64, 64)
 #
 # `tokens = [iou, mask0, mask1, mask2, mask3, prompt tokens...]`, B x T x C.
 #
+# The decoder's code for it:
+
+# %%
+se.show_source(se.MaskDecoder.predict_masks, lines=("# The output tokens", "pos_src = self.hook_pos_src"),
+               highlight=["torch.cat", "repeat("])
+
+# %% [markdown]
 # We read the tokens off the decoder's hook points with `trace_shapes(..., keep_tensors=True)`.
 
 # %%

@@ -13,6 +13,9 @@
 # | `output_upscaling.2` | GELU | B x 64 x 128 x 128 |
 # | `output_upscaling.3` | ConvTranspose2d(64, 32, kernel 2, stride 2) | B x 32 x 256 x 256 |
 # | `output_upscaling.4` | GELU | B x 32 x 256 x 256 |
+#
+# The paper (Kirillov et al. 2023, Appendix A, "Lightweight mask decoder"): "we upsample the
+# updated image embedding by 4x with two transposed convolutional layers". In the package:
 
 # %%
 import numpy as np
@@ -27,6 +30,11 @@ from sam_explain.toy import click_inside, make_scene
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
 decoder, pe_enc = model.mask_decoder, model.prompt_encoder
+se.show_source(se.MaskDecoder.__init__, lines=("self.output_upscaling", "        )"))
+
+# %%
+se.show_source(se.MaskDecoder.predict_masks, lines=("# Upscale the image side", "upscaled_embedding ="),
+               highlight=["output_upscaling"])
 
 # %% [markdown]
 # ## What a stride-2, kernel-2 transposed convolution does

@@ -100,7 +100,7 @@ def expect_labels(where: str, name: str, labels: torch.Tensor, allowed, meaning:
         fractional = labels != labels.round()
         if bool(fractional.any()):
             raise ShapeError(f"{where}: {name} must be whole numbers ({meaning}), got "
-                             f"{sorted(set(labels[fractional].tolist()))[:5]}")
+                             f"{sorted(set(round(v, 6) for v in labels[fractional].tolist()))[:5]}")
     bad = ~torch.isin(labels, torch.tensor(list(allowed), device=labels.device, dtype=labels.dtype))
     if bool(bad.any()):
         raise ShapeError(f"{where}: {name} must be {meaning}, got {sorted(set(labels[bad].tolist()))[:5]}")
