@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "sam_explain.commands.diagram",
     "sam_explain.commands.predict",
     "sam_explain.commands.toy",
+    "sam_explain.commands.export_onnx",
 ]
 
 

@@ -233,3 +233,52 @@ def build_official_sam2_pair(
     randomize_(decoder, seed)
     randomize_(prompt_encoder, seed + 1)
     return decoder, prompt_encoder
+
+
+# --- the official ONNX export, restated (scripts/export_onnx_model.py is not in the PyPI package) ---
+
+
+def official_onnx_model(official_decoder: nn.Module, official_pe: nn.Module, return_single_mask: bool = False,
+                        **flags) -> nn.Module:
+    """The official ``segment_anything.utils.onnx.SamOnnxModel`` over the two official modules (and what it
+    reads off a Sam besides them: the image encoder's ``img_size`` and ``mask_threshold``), in eval mode.
+    ``flags``: ``use_stability_score``, ``return_extra_metrics``."""
+    official_modeling()
+    sa_onnx = importlib.import_module("segment_anything.utils.onnx")
+    holder = nn.Module()
+    holder.prompt_encoder, holder.mask_decoder = official_pe, official_decoder
+    holder.image_encoder = types.SimpleNamespace(img_size=official_pe.input_image_size[0])
+    holder.mask_threshold = 0.0
+    return sa_onnx.SamOnnxModel(holder, return_single_mask=return_single_mask, **flags).eval()
+
+
+def official_onnx_export(onnx_model: nn.Module, path, gelu_approximate: bool = False, opset: int = 17) -> None:
+    """The official script's ``run_export`` of an official ``SamOnnxModel``: its dummy inputs (a 1500 x 2250
+    image, 5 points) and its ``torch.onnx.export`` call, with ``dynamo=False`` added (torch 2.13's default,
+    the dynamo exporter, fails on the official model)."""
+    import warnings
+
+    if gelu_approximate:
+        for module in onnx_model.modules():
+            if isinstance(module, nn.GELU):
+                module.approximate = "tanh"
+    pe = onnx_model.model.prompt_encoder
+    embed_size = pe.image_embedding_size
+    dummy_inputs = {
+        "image_embeddings": torch.randn(1, pe.embed_dim, *embed_size, dtype=torch.float),
+        "point_coords": torch.randint(low=0, high=1024, size=(1, 5, 2), dtype=torch.float),
+        "point_labels": torch.randint(low=0, high=4, size=(1, 5), dtype=torch.float),
+        "mask_input": torch.randn(1, 1, *[4 * x for x in embed_size], dtype=torch.float),
+        "has_mask_input": torch.tensor([1], dtype=torch.float),
+        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
+    }
+    _ = onnx_model(**dummy_inputs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        torch.onnx.export(
+            onnx_model, tuple(dummy_inputs.values()), str(path), export_params=True, verbose=False,
+            opset_version=opset, do_constant_folding=True, input_names=list(dummy_inputs.keys()),
+            output_names=["masks", "iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            dynamo=False,
+        )
