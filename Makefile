@@ -10,7 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run walkthrough lab html notebooks test bench clean
+.PHONY: setup run walkthrough lab html notebooks test browser-test bench clean
 
 $(STAMP): pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,11 +45,11 @@ walkthrough: $(NB_STAMP)
 	done
 
 run: walkthrough
-	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --ServerApp.root_dir=$(WALKTHROUGH) 01_tour.ipynb
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) --LabApp.news_url=None --ServerApp.root_dir=$(WALKTHROUGH) 01_tour.ipynb
 
 # The same notebooks executed headless, written as HTML with their pictures to build/html.
 html: $(NB_STAMP)
-	$(VENV)/bin/jupyter nbconvert --to html --execute --output-dir build/html notebooks/0*.ipynb
+	$(VENV)/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.store_widget_state=False --output-dir build/html notebooks/0*.ipynb
 	@echo "open build/html/01_tour.html"
 
 # Regenerate the .ipynb files (outputs cleared) from their jupytext sources notebooks/*.py.
@@ -58,6 +58,11 @@ notebooks: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The live explorer in a real browser: JupyterLab on localhost and headless Chromium (Debian's chromium
+# and chromium-driver: apt-get install -y chromium chromium-driver; the tests skip without them).
+browser-test: $(NB_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests_browser
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_decoder.py

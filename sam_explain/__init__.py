@@ -47,6 +47,7 @@ _FIGURES = {
     "plot_token_self": "sam_explain.figures.attention",
     "plot_token_to_image": "sam_explain.figures.attention",
     "explore_attention": "sam_explain.figures.explorer",
+    "live_explorer": "sam_explain.explorer",
 }
 
 

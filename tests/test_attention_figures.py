@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
+from sam_explain import render  # noqa: E402
 from sam_explain.attention import capture_attention  # noqa: E402
 from sam_explain.attention.inputs import build_models, placeholder_embedding, placeholder_image  # noqa: E402
 from sam_explain.prompts import Prompts  # noqa: E402
@@ -112,11 +113,15 @@ def test_token_to_image_every_layer_and_head(scene, tmp_path):
     assert len(axes) == 3 * 8
     assert titles[:2] == ["layer 0, head 0", "layer 0, head 1"] and titles[-1] == "final, head 7"
     assert "'mask0' (prompt set 1)" in fig._suptitle.get_text()
-    assert "colour scale: shared by all panels" in fig._suptitle.get_text()
-    # the panel shows that head's row of the T x HW map, as 64 x 64
+    assert "shared by all panels" in fig._suptitle.get_text()
+    # the panel shows that head's row of the T x HW map, as 64 x 64 cells coloured by the renderer, the
+    # colour limit the 99th percentile of every panel's cells (stated in the title)
     shown = np.asarray(axes[8 + 3].images[0].get_array())  # layer 1, head 3
     expected = record["transformer.layers.1.cross_attn_token_to_image"][1, 3, 1].reshape(64, 64)
-    np.testing.assert_array_equal(shown, expected.numpy())
+    every = torch.stack([record[n][1, :, 1] for n in record.by(kind="token_to_image")])  # 3 x 8 x HW
+    vmax = render.robust_limit(every.numpy(), 99.0)
+    np.testing.assert_array_equal(shown, render.colourize(expected.numpy(), vmax))
+    assert f"colour limit {vmax:.3g}: the 99th percentile of all panels' cells" in fig._suptitle.get_text()
 
 
 def test_token_to_image_overlay_mean_per_panel(scene, tmp_path):
@@ -126,26 +131,81 @@ def test_token_to_image_overlay_mean_per_panel(scene, tmp_path):
     axes = panels(fig)
     assert [ax.get_title() for ax in axes] == [
         "layer 0, mean of 8 heads", "layer 1, mean of 8 heads", "final, mean of 8 heads"]
-    assert "'point1 (-)'" in fig._suptitle.get_text() and "per panel" in fig._suptitle.get_text()
+    assert "'point1 (-)'" in fig._suptitle.get_text() and "each panel's own 99th percentile" in fig._suptitle.get_text()
     assert len(fig.axes) == 3 + 3  # one colour bar per panel
-    base, heat = axes[0].images
-    assert base.get_array().shape == (H0, W0, 3) and heat.get_array().shape == (H0, W0)
-    mean = record["transformer.layers.0.cross_attn_token_to_image"][0, :, 6].mean(0).reshape(64, 64)
-    np.testing.assert_allclose(heat.get_array(), grid_to_image(mean, (H0, W0)), atol=1e-7)
+    (shown,) = axes[0].images  # one picture: the dimmed image under the heat, composited by the renderer
+    mean = record["transformer.layers.0.cross_attn_token_to_image"][0, :, 6].mean(0).reshape(64, 64).numpy()
+    expected = render.attention_over_image(mean, image, input_size=1024, vmax=render.robust_limit(mean, 99.0))
+    assert shown.get_array().shape == (H0, W0, 3)
+    np.testing.assert_array_equal(shown.get_array(), expected)
+    # where the map is highest the panel is the heat's colour, where it is lowest the dimmed gray image
+    up = grid_to_image(mean, (H0, W0))  # H0 x W0
+    hot, cold = np.unravel_index(np.argmax(up), up.shape), np.unravel_index(np.argmin(up), up.shape)
+    gray = render.dimmed_gray(image)
+    assert np.abs(expected[cold].astype(int) - int(gray[cold])).max() < 20
+    assert np.abs(expected[hot].astype(int) - int(gray[hot])).max() > 100
 
 
 def test_power_scale_shows_faint_attention(scene, tmp_path):
     from matplotlib.colors import PowerNorm
+
+    from sam_explain.figures.attention import draw_grid_map
 
     record, image = scene
     for fig in (plot_token_to_image(record, "mask0", heads="mean", image=image, gamma=0.5),
                 plot_image_to_token(record, gamma=0.5)):
         saved(fig, tmp_path, "power")
         assert "power scale, gamma 0.5" in fig._suptitle.get_text()
-        norm = panels(fig)[0].images[-1].norm
-        assert isinstance(norm, PowerNorm) and norm.gamma == 0.5
-        # gamma 0.5 draws a tenth of the maximum at sqrt(0.1) = 0.32 of the colour range, not at 0.1
-        assert norm(0.1 * norm.vmax) > 0.3
+    # gamma 0.5 draws a tenth of the limit at sqrt(0.1) = 0.32 of the colour range, not at 0.1
+    assert render.heat_index(np.array([0.1]), 1.0, gamma=0.5)[0] == round(255 * 0.1 ** 0.5)
+    fig = plt.figure()
+    mappable = draw_grid_map(fig.subplots(), np.eye(4), image=None, vmax=1.0, gamma=0.5)
+    plt.close(fig)
+    assert isinstance(mappable.norm, PowerNorm) and mappable.norm.gamma == 0.5
+
+
+def test_one_hot_cell_cannot_flatten_the_rest(scene):
+    """The colour limit is a high percentile: a cell at 0.99 in one panel leaves every panel's colours."""
+    record, image = scene
+    name = "transformer.layers.0.cross_attn_token_to_image"
+
+    def pictures(percentile):
+        fig = plot_token_to_image(record, "mask0", heads="all", image=image, percentile=percentile)
+        return fig, [ax.images[0].get_array().astype(int) for ax in panels(fig)[1:]]  # all but the first panel
+
+    before, others = pictures(99.0)
+    maxed = pictures(100.0)[1]
+    original = record.probs[name].clone()
+    try:
+        record.probs[name][0, 0, 1, 5] = 0.99  # layer 0, head 0: one cell
+        after, others_after = pictures(99.0)
+        maxed_after = pictures(100.0)[1]
+    finally:
+        record.probs[name] = original
+    limit = before._suptitle.get_text().split("colour limit ")[1].split(":")[0]
+    assert limit == after._suptitle.get_text().split("colour limit ")[1].split(":")[0]
+    assert float(limit) < 0.99 and "largest 0.99" in after._suptitle.get_text()
+    for a, b in zip(others, others_after):  # every other panel looks as before (a colour level or two)
+        assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
+    # with the maximum as the limit the same cell would have washed every other panel out
+    washed = np.mean([np.abs(a - b).mean() for a, b in zip(maxed, maxed_after)])
+    assert washed > 5.0, washed
+
+
+def test_outline_marks_the_cells_that_hold_the_share(scene):
+    record, image = scene
+    fig = plot_token_to_image(record, "mask0", heads="mean", layers=["final"], image=image, outline=0.5)
+    assert "cyan outline: the fewest cells holding 50% of the attention" in " ".join(fig._suptitle.get_text().split())
+    picture = panels(fig)[0].images[0].get_array()
+    cyan = np.all(picture == np.array(render.OUTLINE_COLOUR, np.uint8), axis=-1)
+    assert cyan.any()
+    plain = plot_token_to_image(record, "mask0", heads="mean", layers=["final"], image=image)
+    assert not np.all(panels(plain)[0].images[0].get_array() == np.array(render.OUTLINE_COLOUR, np.uint8),
+                      axis=-1).any()
+    with pytest.raises(ValueError, match=r"outline must be None or a share of the attention in \(0, 1\], got 2"):
+        plot_token_to_image(record, "mask0", image=image, outline=2)
+    with pytest.raises(ValueError, match=r"percentile must be a number in \(0, 100\], got 0"):
+        plot_image_to_token(record, percentile=0)
 
 
 def test_image_to_token_columns_are_tokens(scene, tmp_path):
@@ -158,8 +218,9 @@ def test_image_to_token_columns_are_tokens(scene, tmp_path):
     assert axes[len(NAMES)].get_title() == "iou\nlayer 1, mean of 8 heads"
     raw = plot_image_to_token(record, heads=2, tokens=["box corner 1"], layers=[0])
     (ax,) = panels(raw)
-    column = record["transformer.layers.0.cross_attn_image_to_token"][0, 2, :, 8].reshape(64, 64)
-    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), column.numpy())
+    column = record["transformer.layers.0.cross_attn_image_to_token"][0, 2, :, 8].reshape(64, 64).numpy()
+    np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()),
+                                  render.colourize(column, render.robust_limit(column, 99.0)))
 
 
 def test_token_self_matrices_with_names(scene, tmp_path):
@@ -170,8 +231,8 @@ def test_token_self_matrices_with_names(scene, tmp_path):
     assert len(axes) == 8 and axes[5].get_title() == "layer 1, head 5"
     assert [t.get_text() for t in axes[0].get_xticklabels()] == NAMES
     assert [t.get_text() for t in axes[0].get_yticklabels()] == NAMES
-    np.testing.assert_array_equal(np.asarray(axes[5].images[0].get_array()),
-                                  record["transformer.layers.1.self_attn"][0, 5].numpy())
+    m = record["transformer.layers.1.self_attn"][0, 5].numpy()  # T x T, its own limit: the maximum
+    np.testing.assert_array_equal(np.asarray(axes[5].images[0].get_array()), render.colourize(m, float(m.max())))
     mean = plot_token_self(record)
     assert "shared" in mean._suptitle.get_text() and len(panels(mean)) == 2
 
@@ -296,9 +357,11 @@ def test_other_configuration_small_grid_and_input():
     fig = plot_token_to_image(rec, "point0", image=image)
     axes = panels(fig)
     assert [ax.get_title() for ax in axes] == [f"{w}, head {i}" for w in ("layer 0", "final") for i in range(4)]
-    heat = axes[5].images[1].get_array()  # final, head 1
-    expected = rec["transformer.final_attn_token_to_image"][0, 1, 5].reshape(16, 16)
-    np.testing.assert_allclose(heat, grid_to_image(expected, (60, 40), input_size=256), atol=1e-7)
+    shown = axes[5].images[0].get_array()  # final, head 1
+    expected = rec["transformer.final_attn_token_to_image"][0, 1, 5].reshape(16, 16).numpy()
+    every = torch.stack([rec[n][0, :, 5] for n in rec.by(kind="token_to_image")])  # 2 x 4 x HW
+    vmax = render.robust_limit(every.numpy(), 99.0)
+    np.testing.assert_array_equal(shown, render.attention_over_image(expected, image, input_size=256, vmax=vmax))
 
 
 def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
@@ -317,3 +380,10 @@ def test_command_with_the_toy_model(tmp_path, capsys, monkeypatch):
     assert len([p for p in printed if p.endswith(".png")]) == 4
     with pytest.raises(SystemExit, match="the toy model embeds its images itself"):
         main(["attention", "--embedding", "x.npy", "--out", str(out)])
+    assert main(["attention", "--out", str(out / "outlined"), "--heads", "mean", "--dpi", "30", "--outline", "0.5",
+                 "--percentile", "98"]) == 0
+    assert len(list((out / "outlined").glob("*.png"))) == 4
+    with pytest.raises(SystemExit, match=r"--percentile must be in \(0, 100\], got 0"):
+        main(["attention", "--out", str(out), "--percentile", "0"])
+    with pytest.raises(SystemExit, match=r"--outline SHARE must be in \(0, 1\], got 50"):
+        main(["attention", "--out", str(out), "--outline", "50"])

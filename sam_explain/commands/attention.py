@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or an index (default mask0)")
     p.add_argument("--heads", default="all", help="'all', 'mean' or a head index for the token-to-image grid")
     p.add_argument("--scale", choices=("shared", "per-panel"), default="shared", help="colour scale")
+    p.add_argument("--percentile", type=float, default=99.0,
+                   help="colour limit: this percentile of the cells (default 99; 100 = the maximum)")
+    p.add_argument("--outline", type=float, default=None, metavar="SHARE",
+                   help="in the token-to-image overlay, outline the fewest cells holding this share of the token's "
+                        "attention, e.g. 0.5 (default: none)")
     add_model_options(p)
     p.add_argument("--image", help="an RGB image file (default: a toy scene for the toy model, --seed picks it; "
                                    "a synthetic placeholder image otherwise)")
@@ -129,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
     from ..figures.attention import plot_image_to_token, plot_token_self, plot_token_to_image, token_index
 
     out = writable_path(args.out)
+    if not 0.0 < args.percentile <= 100.0:
+        raise CommandError(f"--percentile must be in (0, 100], got {args.percentile:g}")
+    if args.outline is not None and not 0.0 < args.outline <= 1.0:
+        raise CommandError(f"--outline SHARE must be in (0, 1], got {args.outline:g}")
     torch.manual_seed(args.seed)
     models, image, embeddings, click = build_inputs(args)
     prompt_encoder, decoder = models.prompt_encoder, models.decoder
@@ -144,14 +153,15 @@ def run(args: argparse.Namespace) -> int:
             and [n.split(" (")[0] for n in names].count(token) != 1:
         raise CommandError(f"no token named {args.token!r}; tokens are {names}")
     record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
+    colour = {"scale": args.scale, "percentile": args.percentile}  # the overlays: sam_explain.render
     try:
         t = token_index(record, token)
         name = slug(record.names(0)[t])
         figures = {
-            f"token_to_image_{name}.png": plot_token_to_image(record, t, heads=heads, scale=args.scale),
+            f"token_to_image_{name}.png": plot_token_to_image(record, t, heads=heads, **colour),
             f"token_to_image_{name}_overlay.png": plot_token_to_image(record, t, heads=heads, image=image,
-                                                                      scale=args.scale),
-            "image_to_token_overlay.png": plot_image_to_token(record, image=image, scale=args.scale),
+                                                                      outline=args.outline, **colour),
+            "image_to_token_overlay.png": plot_image_to_token(record, image=image, **colour),
             "token_self.png": plot_token_self(record, scale=args.scale),
         }
     except ValueError as err:

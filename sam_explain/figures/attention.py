@@ -8,30 +8,40 @@ Each takes an :class:`~sam_explain.attention.AttentionRecord` (from ``capture_at
 a prompt set, ``heads`` ("all", "mean" or a head index) and ``layers`` (None, or a list of
 0, 1, "final"). With ``image`` (h0 x w0 x 3, uint8 or float) the H x W maps are drawn over the
 image by SAM's resize-and-pad geometry (``sam_explain.utils.transforms``); without it, as the raw H x W grid.
-``scale="shared"`` gives every panel one colour scale, ``"per-panel"`` one each; the figure
-title says which. Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so
-they never leak; ``fig.savefig(path)`` writes a PNG.
+
+The pixels come from ``sam_explain.render`` (the one renderer, numpy): the image dimmed to gray under
+an inferno heat layer whose opacity rises with the value. The colour limit is robust: the
+``percentile``-th percentile (99th by default) of the cells shown, so that one cell at 0.99 cannot
+flatten the rest (brighter cells take the top colour); ``scale="shared"`` takes it over all panels,
+``"per-panel"`` for each; the figure title states it. ``outline=0.5`` outlines (cyan) the fewest
+cells that hold half of the attention. matplotlib only lays out the panels, titles and colour bars.
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so they never leak;
+``fig.savefig(path)`` writes a PNG.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
-
+import functools
 import textwrap
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.colors import Normalize, PowerNorm
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize, PowerNorm
 from matplotlib.patches import Rectangle
 
+from .. import render
 from ..attention.capture import KIND_TITLES, AttentionRecord, AttentionSite
 from ..attention.tokens import token_positions
-from ..utils.transforms import as_float_image, grid_to_image, to_original_frame
+from ..utils.transforms import as_float_image, to_original_frame
 from .figure import Figure
 
 Head = Union[str, int, Sequence[Union[str, int]]]  # "all", "mean", 0 .. h-1, or a list of "mean" and indices
 SCALES = ("shared", "per-panel")
+MAX_PICTURE_SIDE = 1024  # overlays are rendered at the image's size, its long side capped at this
 
 KIND_MEANING = {
     "token_to_image": "where token '{token}' reads the image (each row of T x HW sums to 1)",
@@ -85,16 +95,74 @@ def site_label(site: AttentionSite) -> str:
     return "final" if site.layer == "final" else f"layer {site.layer}"
 
 
-def colour_note(scale: str, vmax: Optional[float], gamma: float = 1.0) -> str:
-    power = "" if gamma == 1.0 else f" (power scale, gamma {gamma:g}: faint attention made visible)"
+def ordinal(p: float) -> str:
+    """99 -> '99th', 92.5 -> '92.5th', 100 -> 'maximum'."""
+    if p == 100.0:
+        return "maximum"
+    n = f"{p:g}"
+    suffix = "th" if n.endswith(("11", "12", "13")) else {"1": "st", "2": "nd", "3": "rd"}.get(n[-1], "th")
+    return n + suffix
+
+
+def colour_note(scale: str, vmax: Optional[float], gamma: float = 1.0, percentile: float = 100.0,
+                peak: Optional[float] = None, outline: Optional[float] = None, over_image: bool = False) -> str:
+    """The line under a figure's title that says how its colours were chosen."""
+    what = "maximum" if percentile == 100.0 else f"{ordinal(percentile)} percentile"
     if scale == "shared":
-        return f"colour scale: shared by all panels, 0 to {vmax:.3g}{power}"
-    return f"colour scale: per panel, 0 to each panel's maximum{power}"
+        text = f"colour limit {vmax:.3g}: the {what} of all panels' cells, shared by all panels"
+        if percentile < 100.0 and peak is not None:
+            text += f" (largest {peak:.3g}; cells above the limit take the top colour)"
+    else:
+        text = f"colour limit: each panel's own {what} (its colour bar)"
+    if over_image:
+        text += "; the image dimmed to gray, the heat more opaque where higher"
+    if gamma != 1.0:
+        text += f"; power scale, gamma {gamma:g}: faint attention made visible"
+    if outline is not None:
+        text += f"; cyan outline: the fewest cells holding {outline:.0%} of the attention"
+    return text
 
 
 def check_scale(scale: str) -> None:
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+
+
+def check_options(percentile: float, outline: Optional[float], gamma: float) -> None:
+    """Refuse bad colour options before anything is drawn."""
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    if outline is not None and (isinstance(outline, bool) or not isinstance(outline, (int, float))
+                                or not 0.0 < outline <= 1.0):
+        raise ValueError(f"outline must be None or a share of the attention in (0, 1], got {outline!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0.0:
+        raise ValueError(f"gamma must be a number > 0, got {gamma!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def heat_style(cmap: str = "inferno", alpha: float = 0.9) -> render.HeatStyle:
+    """The renderer's style for a matplotlib colour map name (sampled at 256 steps; "inferno" is
+    the renderer's own table) and the heat layer's opacity at the colour limit."""
+    if cmap == "inferno":
+        return render.style_with(opacity=alpha)
+    try:
+        table = colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3]  # 256 x 3 floats
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"cmap must be a matplotlib colour map name, got {cmap!r}") from err
+    return render.style_with(colours=table, opacity=alpha)
+
+
+def colour_mappable(vmax: float, gamma: float, style: render.HeatStyle, over_image: bool) -> ScalarMappable:
+    """What a colour bar needs: the colours as drawn (over a mid gray when over the image) from 0
+    to ``vmax``."""
+    colours = render.legend_colours(style) if over_image else style.lut
+    norm = PowerNorm(gamma, vmin=0.0, vmax=vmax) if gamma != 1.0 else Normalize(vmin=0.0, vmax=vmax)
+    return ScalarMappable(norm=norm, cmap=ListedColormap(colours / 255.0))
+
+
+def limit_of(maps: Sequence[np.ndarray], percentile: float) -> float:
+    """The robust colour limit of some maps taken together."""
+    return render.robust_limit(np.concatenate([np.ravel(m) for m in maps]), percentile)
 
 
 def new_figure(
@@ -108,33 +176,42 @@ def new_figure(
     return fig, (axes.T if transpose else axes)
 
 
+def picture_size(image: np.ndarray) -> Tuple[int, int]:
+    """The size an overlay is rendered at: the image's, its long side capped at MAX_PICTURE_SIDE."""
+    h0, w0 = image.shape[:2]
+    return (h0, w0) if max(h0, w0) <= MAX_PICTURE_SIDE else render.fit_long_side((h0, w0), MAX_PICTURE_SIDE)
+
+
 def draw_grid_map(
     ax: Axes,
     grid_map: np.ndarray,
     *,
     image: Optional[np.ndarray],
-    vmin: float,
     vmax: float,
-    cmap: str,
-    alpha: float,
+    style: render.HeatStyle = render.DEFAULT_STYLE,
     input_size: int = 1024,
     gamma: float = 1.0,
-):
-    """An H x W map, raw or over the image (resize-and-pad geometry; ``input_size`` is the side of
-    the padded square input the grid covers, 1024 in SAM). ``gamma`` < 1 maps colours by
-    (value / vmax) ** gamma, so that faint attention shows beside a sharp peak. Returns the mappable."""
-    norm = PowerNorm(gamma, vmin=vmin, vmax=vmax) if gamma != 1.0 else Normalize(vmin=vmin, vmax=vmax)
+    outline: Optional[float] = None,
+) -> ScalarMappable:
+    """An H x W map, raw (nearest cells) or over the image (resize-and-pad geometry; ``input_size``
+    is the side of the padded square input the grid covers, 1024 in SAM), rendered by
+    ``sam_explain.render`` with the colour limit ``vmax``. ``gamma`` < 1 maps colours by
+    (value / vmax) ** gamma, so that faint attention shows beside a sharp peak. Returns the
+    mappable for a colour bar."""
     if image is None:
-        im = ax.imshow(grid_map, cmap=cmap, norm=norm, interpolation="nearest")
+        picture = render.colourize(grid_map, vmax, style, gamma)  # H x W x 3
+        if outline is not None:
+            picture[render.edge_pixels(render.top_mass_cells(grid_map, outline), 1)] = render.OUTLINE_COLOUR
+        ax.imshow(picture, interpolation="nearest")
     else:
-        heat = grid_to_image(grid_map, image.shape[:2], input_size)  # h0 x w0
-        ax.imshow(image)
-        # opaque where the attention is high, see-through where there is none
-        strength = np.clip(norm(heat).filled(0.0), 0.0, 1.0)
-        im = ax.imshow(heat, cmap=cmap, norm=norm, alpha=alpha * np.sqrt(strength))
+        picture = render.attention_over_image(grid_map, image, input_size=input_size, vmax=vmax,
+                                              out_size=picture_size(image), outline=outline, style=style,
+                                              gamma=gamma)  # h x w x 3
+        ax.imshow(picture, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
+                  interpolation="antialiased")
     ax.set_xticks([])
     ax.set_yticks([])
-    return im
+    return colour_mappable(vmax, gamma, style, over_image=image is not None)
 
 
 def mark_prompts(
@@ -185,13 +262,13 @@ def prepare_image(image) -> Optional[np.ndarray]:
     return None if image is None else as_float_image(image)
 
 
-def draw_attention_panel(fig, ax, grid_map: np.ndarray, *, vmax: float, scale: str, image, cmap: str,
-                         alpha: float, input_size: int, gamma: float):
-    """One H x W attention map on ``ax``. The colour scale tops at ``vmax`` (the figure's maximum)
-    with ``scale="shared"``, else at the panel's own maximum, with a colour bar of its own."""
-    top = vmax if scale == "shared" else float(grid_map.max())
-    mappable = draw_grid_map(ax, grid_map, image=image, vmin=0.0, vmax=top, cmap=cmap, alpha=alpha,
-                             input_size=input_size, gamma=gamma)
+def draw_attention_panel(fig, ax, grid_map: np.ndarray, *, vmax: float, scale: str, image, style: render.HeatStyle,
+                         input_size: int, gamma: float, percentile: float, outline: Optional[float]):
+    """One H x W attention map on ``ax``. The colour limit is ``vmax`` (the figure's) with
+    ``scale="shared"``, else the panel's own ``percentile``-th percentile, with a colour bar of its own."""
+    top = vmax if scale == "shared" else render.robust_limit(grid_map, percentile)
+    mappable = draw_grid_map(ax, grid_map, image=image, vmax=top, style=style, input_size=input_size,
+                             gamma=gamma, outline=outline)
     if scale == "per-panel":
         fig.colorbar(mappable, ax=ax, shrink=0.8)
     return mappable
@@ -207,34 +284,44 @@ def plot_token_to_image(
     image=None,
     scale: str = "shared",
     gamma: float = 1.0,
-    cmap: str = "viridis",
-    alpha: float = 0.6,
+    cmap: str = "inferno",
+    alpha: float = 0.9,
     show_prompts: bool = True,
+    percentile: float = render.DEFAULT_PERCENTILE,
+    outline: Optional[float] = None,
 ) -> Figure:
     """One token's token-to-image attention: rows are the token-to-image attentions (layer 0,
     layer 1, final), columns the heads (or one column for ``heads="mean"`` / an index). Each panel
-    is that token's row of the T x HW map, shown as H x W (over ``image`` if given)."""
+    is that token's row of the T x HW map, shown as H x W (over ``image``, h0 x w0 x 3, if given).
+
+    ``percentile``: the colour limit is this percentile of the cells (100: the maximum);
+    ``outline``: a share of the attention (e.g. 0.5) whose fewest cells get a cyan outline;
+    ``cmap``: the heat's colour map; ``alpha``: its opacity at the colour limit. Returns the Figure."""
     check_scale(scale)
+    check_options(percentile, outline, gamma)
     check_prompt_set(record, prompt_set)
     t = token_index(record, token, prompt_set)
     H, W = record.grid()
     img = prepare_image(image)
+    style = heat_style(cmap, alpha)
     sites = sites_of(record, "token_to_image", layers)
     rows = []
     for site in sites:
         row = record[site.name][prompt_set, :, t, :].float().cpu()  # h x HW: token t's row, every head
         maps = row.reshape(-1, H, W)  # h x H x W
-        rows.append((site, head_views(maps, heads, record.average_heads)))  # [(label, H x W)]
+        rows.append((site, [(label, v.numpy()) for label, v in head_views(maps, heads, record.average_heads)]))
     ncols = len(rows[0][1])
     panel = (2.4, 2.4 * (img.shape[0] / img.shape[1]) if img is not None else 2.4)
     fig, axes = new_figure(len(rows), ncols, panel, transpose=ncols == 1)
-    vmax = max(float(v.max()) for _, views in rows for _, v in views)
+    shown = [v for _, views in rows for _, v in views]  # every panel's H x W map
+    vmax = limit_of(shown, percentile)
     last = None
     for r, (site, views) in enumerate(rows):
         for c, (label, view) in enumerate(views):
             ax = axes[r, c]
-            last = draw_attention_panel(fig, ax, view.numpy(), vmax=vmax, scale=scale, image=img, cmap=cmap,
-                                        alpha=alpha, input_size=max(record.input_image_size), gamma=gamma)
+            last = draw_attention_panel(fig, ax, view, vmax=vmax, scale=scale, image=img, style=style,
+                                        input_size=max(record.input_image_size), gamma=gamma,
+                                        percentile=percentile, outline=outline)
             if show_prompts:
                 mark_prompts(ax, record, prompt_set, image=img, highlight=t)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
@@ -242,7 +329,9 @@ def plot_token_to_image(
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     name = record.names(prompt_set)[t]
     set_suptitle(fig, f"token-to-image attention of '{name}' (prompt set {prompt_set}): "
-                 + KIND_MEANING["token_to_image"].format(token=name), colour_note(scale, vmax, gamma))
+                 + KIND_MEANING["token_to_image"].format(token=name),
+                 colour_note(scale, vmax, gamma, percentile, max(float(v.max()) for v in shown), outline,
+                             over_image=img is not None))
     return fig
 
 
@@ -256,37 +345,45 @@ def plot_image_to_token(
     image=None,
     scale: str = "shared",
     gamma: float = 1.0,
-    cmap: str = "magma",
-    alpha: float = 0.6,
+    cmap: str = "inferno",
+    alpha: float = 0.9,
+    percentile: float = render.DEFAULT_PERCENTILE,
+    outline: Optional[float] = None,
 ) -> Figure:
     """Image-to-token attention: one column per token, one row per image-to-token attention
     (times heads with ``heads="all"``). A panel is the H x W map of how much each image position
-    attends to that token (a column of the HW x T map)."""
+    attends to that token (a column of the HW x T map). Colour options as in
+    :func:`plot_token_to_image`. Returns the Figure."""
     check_scale(scale)
+    check_options(percentile, outline, gamma)
     check_prompt_set(record, prompt_set)
     names = record.names(prompt_set)
     cols = list(range(len(names))) if tokens is None else [token_index(record, tk, prompt_set) for tk in tokens]
     H, W = record.grid()
     img = prepare_image(image)
+    style = heat_style(cmap, alpha)
     rows = []
     for site in sites_of(record, "image_to_token", layers):
         maps = record[site.name][prompt_set].float().cpu()  # h x HW x T
         maps = maps.permute(0, 2, 1).reshape(maps.shape[0], maps.shape[2], H, W)  # h x T x H x W
         for label, view in head_views(maps, heads, record.average_heads):  # view: T x H x W
-            rows.append((f"{site_label(site)}, {label}", view))
+            rows.append((f"{site_label(site)}, {label}", view.numpy()))
     fig, axes = new_figure(len(rows), len(cols), (2.2, 2.2 * (img.shape[0] / img.shape[1]) if img is not None else 2.2))
-    vmax = max(float(view[cols].max()) for _, view in rows)
+    shown = [view[cols] for _, view in rows]  # each: len(cols) x H x W
+    vmax = limit_of(shown, percentile)
     last = None
     for r, (label, view) in enumerate(rows):
         for c, t in enumerate(cols):
             ax = axes[r, c]
-            last = draw_attention_panel(fig, ax, view[t].numpy(), vmax=vmax, scale=scale, image=img, cmap=cmap,
-                                        alpha=alpha, input_size=max(record.input_image_size), gamma=gamma)
+            last = draw_attention_panel(fig, ax, view[t], vmax=vmax, scale=scale, image=img, style=style,
+                                        input_size=max(record.input_image_size), gamma=gamma,
+                                        percentile=percentile, outline=outline)
             ax.set_title(f"{names[t]}\n{label}", fontsize=8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     set_suptitle(fig, f"image-to-token attention (prompt set {prompt_set}): " + KIND_MEANING["image_to_token"],
-                 colour_note(scale, vmax, gamma))
+                 colour_note(scale, vmax, gamma, percentile, max(float(v.max()) for v in shown), outline,
+                             over_image=img is not None))
     return fig
 
 
@@ -297,32 +394,38 @@ def plot_token_self(
     heads: Head = "mean",
     layers: Optional[Sequence] = None,
     scale: str = "shared",
-    cmap: str = "Blues",
+    cmap: str = "inferno",
     annotate: Optional[bool] = None,
+    percentile: float = 100.0,
 ) -> Figure:
     """The T x T token self-attention of each layer (rows) and head (columns), token names on
-    the axes: row = the query token, column = the token it attends to."""
+    the axes: row = the query token, column = the token it attends to. The cells are coloured by
+    ``sam_explain.render`` (limit: the maximum by default; a lower ``percentile`` clips the
+    largest cells). Returns the Figure."""
     check_scale(scale)
+    check_options(percentile, None, 1.0)
     check_prompt_set(record, prompt_set)
     names = record.names(prompt_set)
     T = len(names)
+    style = heat_style(cmap, 1.0)
     rows = []
     for site in sites_of(record, "token_self", layers):
         maps = record[site.name][prompt_set].float().cpu()  # h x T x T
-        rows.append((site, head_views(maps, heads, record.average_heads)))
+        rows.append((site, [(label, v.numpy()) for label, v in head_views(maps, heads, record.average_heads)]))
     ncols = len(rows[0][1])
     side = max(2.8, 0.32 * T + 1.4)
     fig, axes = new_figure(len(rows), ncols, (side, side), transpose=ncols == 1)
-    vmax = max(float(v.max()) for _, views in rows for _, v in views)
+    shown = [v for _, views in rows for _, v in views]  # each T x T
+    vmax = limit_of(shown, percentile)
     if annotate is None:
         annotate = ncols == 1 and T <= 12
     last = None
     for r, (site, views) in enumerate(rows):
-        for c, (label, view) in enumerate(views):
-            m = view.numpy()  # T x T
-            top = vmax if scale == "shared" else float(m.max())
+        for c, (label, m) in enumerate(views):  # m: T x T
+            top = vmax if scale == "shared" else render.robust_limit(m, percentile)
             ax = axes[r, c]
-            last = ax.imshow(m, cmap=cmap, vmin=0.0, vmax=top, interpolation="nearest")
+            ax.imshow(render.colourize(m, top, style), interpolation="nearest")
+            last = colour_mappable(top, 1.0, style, over_image=False)
             ax.set_xticks(range(T), names, rotation=90, fontsize=7)
             ax.set_yticks(range(T), names if c == 0 else [], fontsize=7)
             ax.set_title(f"{site_label(site)}, {label}", fontsize=9)
@@ -332,12 +435,12 @@ def plot_token_self(
             if annotate:
                 for i in range(T):
                     for j in range(T):
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
-                                color="white" if m[i, j] > 0.6 * top else "black")
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
+                                color="black" if m[i, j] > 0.6 * top else "white")
             if scale == "per-panel":
                 fig.colorbar(last, ax=ax, shrink=0.8)
     if scale == "shared":
         fig.colorbar(last, ax=axes, shrink=0.8, label="attention probability")
     set_suptitle(fig, f"token self-attention (prompt set {prompt_set}): " + KIND_MEANING["token_self"],
-                 colour_note(scale, vmax))
+                 colour_note(scale, vmax, 1.0, percentile, max(float(v.max()) for v in shown)))
     return fig

@@ -5,7 +5,8 @@
 
 Controls: prompt set, attention kind, layer, head (or mean), token. Each change redraws one
 matplotlib Figure into the same ``ipywidgets.Image`` (PNG bytes), so it updates in place and
-needs no interactive matplotlib backend.
+needs no interactive matplotlib backend. The map's pixels come from ``sam_explain.render`` (as every
+overlay's). For clicking on the image and a live decoder, see ``sam_explain.live_explorer``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import io
 from typing import Optional
 
+from .. import render
 from ..attention.capture import KIND_TITLES, AttentionRecord
 from .attention import (
-    Figure, colour_note, draw_grid_map, head_views, mark_prompts, prepare_image, site_label, sites_of,
+    Figure, colour_mappable, colour_note, draw_grid_map, head_views, heat_style, mark_prompts, prepare_image,
+    site_label, sites_of,
 )
 
 KIND_ORDER = ("token_to_image", "image_to_token", "token_self")
@@ -31,12 +34,15 @@ class AttentionExplorer:
     """Widgets over one AttentionRecord; ``.widget`` is the VBox to display (the object displays
     itself in Jupyter). ``.figure`` is the last drawn Figure, ``.image.value`` its PNG."""
 
-    def __init__(self, record: AttentionRecord, image=None, *, cmap: str = "viridis", dpi: int = 80) -> None:
+    def __init__(self, record: AttentionRecord, image=None, *, cmap: str = "inferno", dpi: int = 80,
+                 percentile: float = render.DEFAULT_PERCENTILE) -> None:
         import ipywidgets as widgets
 
         self.record = record
         self.img = prepare_image(image)
         self.cmap = cmap
+        self.style = heat_style(cmap)
+        self.percentile = percentile
         self.dpi = dpi
         self.redraws = 0
         kinds = [k for k in KIND_ORDER if record.by(kind=k)]
@@ -104,26 +110,31 @@ class AttentionExplorer:
         fig = Figure(figsize=(6.4, 5.2), layout="constrained")
         ax = fig.subplots()
         if site.kind == "token_self":
-            im = ax.imshow(view.numpy(), cmap="Blues", vmin=0.0, interpolation="nearest")
+            m = view.numpy()  # T x T
+            top = render.robust_limit(m, 100.0)
+            ax.imshow(render.colourize(m, top, self.style), interpolation="nearest")
+            im = colour_mappable(top, 1.0, self.style, over_image=False)
             ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
             ax.set_yticks(range(len(names)), names, fontsize=8)
-            ax.axhline(t - 0.5, color="red", lw=0.8)
-            ax.axhline(t + 0.5, color="red", lw=0.8)
+            ax.axhline(t - 0.5, color="cyan", lw=1.0)
+            ax.axhline(t + 0.5, color="cyan", lw=1.0)
             ax.set_xlabel("key token (attended to)")
             ax.set_ylabel("query token")
             what = f"query '{names[t]}' outlined"
+            note = colour_note("per-panel", None, percentile=100.0)
         else:
             H, W = rec.grid()
             row = view[t] if site.kind == "token_to_image" else view[:, t]  # HW
             grid_map = row.reshape(H, W).numpy()
-            im = draw_grid_map(ax, grid_map, image=self.img, vmin=0.0, vmax=float(grid_map.max()),
-                               cmap=self.cmap, alpha=0.6, input_size=max(rec.input_image_size))
+            im = draw_grid_map(ax, grid_map, image=self.img, vmax=render.robust_limit(grid_map, self.percentile),
+                               style=self.style, input_size=max(rec.input_image_size))
             mark_prompts(ax, rec, b, image=self.img, highlight=t)
             what = (f"where '{names[t]}' reads the image" if site.kind == "token_to_image"
                     else f"how much each image position reads '{names[t]}'")
+            note = colour_note("per-panel", None, percentile=self.percentile, over_image=self.img is not None)
         fig.colorbar(im, ax=ax, shrink=0.8, label="attention probability")
         ax.set_title(f"{site_label(site)} {KIND_TITLES[site.kind]}, {label}, prompt set {b}\n{what}\n"
-                     + colour_note("per-panel", None), fontsize=9)
+                     + note, fontsize=8, wrap=True)
         return fig
 
     def redraw(self) -> None:
