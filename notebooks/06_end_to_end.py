@@ -29,14 +29,25 @@ model = se.toy_model(device=device)
 
 # %% [markdown]
 # ## The toy model, one click
+#
+# Scene 23 has an object with a nested part; we click on the part. One click cannot say whether
+# the part or the whole object is meant, and the three masks give both readings with their
+# predicted IoU (the ambiguity the multimask output exists for, notebook 5).
 
 # %%
 scene = make_scene(seed=23)
 image_embeddings = model.embed(scene.image)  # 1 x 256 x 64 x 64
-k = int(np.argmax(scene.has_part)) if scene.has_part.any() else 0  # an object with a nested part if any
-click = click_inside(scene.part_masks[k] if scene.has_part[k] else scene.object_masks[k])
+k = int(np.argmax(scene.has_part))  # the object with a nested part
+assert scene.has_part[k]
+click = click_inside(scene.part_masks[k])  # (x, y), deep inside the part
 masks, iou_pred = model.predict(image_embeddings, points=[click])  # 1 x 3 x 256 x 256, 1 x 3
 assert masks.shape == (1, 3, 256, 256) and iou_pred.shape == (1, 3)
+pred = (masks[0] > 0).cpu().numpy()  # 3 x 256 x 256
+iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+with_object = [iou(m, scene.object_masks[k]) for m in pred]
+with_part = [iou(m, scene.part_masks[k]) for m in pred]
+print("IoU with the whole object:", np.round(with_object, 2), "  with the part:", np.round(with_part, 2))
+assert max(with_object) > 0.9 and any(p > o for p, o in zip(with_part, with_object))  # both readings
 
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 axes[0].imshow(scene.image)
@@ -51,17 +62,19 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
-# A second click refines: we pass the best mask's low-resolution logits back as `mask_input`
-# (B x 1 x 256 x 256) with both clicks, and ask for a single mask.
+# ## Now you: click and watch
+#
+# The live explorer runs the same call for every click on its image: a click adds a foreground
+# point, shift-click a background point, a drag a box; the three masks and their predicted IoU
+# appear beside the attention map of the best mask's token (change it with the controls). Try a
+# click on the part, then one on the object around it, then undo. `explorer.click(x, y, label=0)`
+# does from Python what a shift-click does. Refining with the previous mask as `mask_input` is
+# question 6 of [7. Questions learners ask](07_questions.ipynb).
 
 # %%
-best = int(iou_pred[0].argmax())
-outside_part = scene.object_masks[k] & ~scene.part_masks[k]  # the object around its part (if any)
-second = click_inside(outside_part if outside_part.any() else scene.object_masks[k])
-refined, refined_iou = model.predict(image_embeddings, points=[click, second], labels=[1, 1],
-                                     mask_input=masks[:, best : best + 1], multimask_output=False)
-assert refined.shape == (1, 1, 256, 256)
-print(f"refined mask: predicted IoU {refined_iou[0, 0]:.2f}")
+explorer = se.live_explorer(model, scene.image)
+explorer.click(*click)  # the click above; returns the picture as shown, H x W x 3 uint8
+explorer
 
 # %% [markdown]
 # ## SAM's geometry, step by step
@@ -129,6 +142,19 @@ if predictor is not None:
         ax.set_title(f"mask {j + 1}, predicted IoU {sam_iou[j]:.2f}")
         ax.axis("off")
     plt.show()
+
+# %% [markdown]
+# The live explorer on the photo: the image embedding the predictor already holds is used as it is
+# (`reuse_embedding=True`), so each click runs only the prompt encoder and the decoder, a fraction
+# of a second even on a CPU.
+
+# %%
+if predictor is not None:
+    sam_explorer = se.live_explorer(predictor, image=photo, reuse_embedding=True)
+    sam_explorer.click(*point[0])
+    from IPython.display import display
+
+    display(sam_explorer)
 
 # %% [markdown]
 # **Next**: [7. Questions learners ask](07_questions.ipynb).

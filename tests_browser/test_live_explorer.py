@@ -4,8 +4,8 @@
 `chromium-driver`, which .ci/run installs when they are missing). Each test skips, saying why, when
 chromium, chromedriver, selenium, jupyterlab or anywidget is missing.
 
-test_click_changes_the_picture_and_the_iou: a notebook of one explorer cell, written to a temporary
-folder (the tracked notebooks are never opened), runs in JupyterLab; a click on the explorer's image
+test_click_changes_the_picture_and_the_iou: the walkthrough's end-to-end notebook (06), copied to a
+temporary folder (the tracked notebooks are never opened), runs in JupyterLab; a click on its explorer's image
 must change the picture on the canvas and the IoU shown on the masks; choosing token self-attention
 must redraw without a run (same IoU) with the token names beside the matrix; opening the trace panel
 must show the shape table; the browser's log must hold no SEVERE entry; every request of the page must
@@ -41,7 +41,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--window-size=1300,1100"]
-EXPLORER_CELL = "import sam_explain as se\n\nexplorer = se.live_explorer()  # the toy model on toy scene 0\nexplorer"
+WALKTHROUGH = ROOT / "notebooks" / "06_end_to_end.ipynb"  # its explorer: toy scene SCENE, one click made
+SCENE = 23
 START_TIMEOUT = 120.0  # seconds for JupyterLab to answer
 RUN_TIMEOUT = 240.0  # seconds for the kernel to start and the explorer to draw (a busy 2-core machine)
 ANSWER_TIMEOUT = 60.0  # seconds for a click's picture to come back
@@ -51,13 +52,17 @@ def need(module: str) -> None:
     pytest.importorskip(module, reason=f"the browser test needs {module} (pip install -e '.[dev,notebook]')")
 
 
-def explorer_notebook(path: Path) -> Path:
-    """A notebook of one cell, the explorer's, with a Python 3 kernel named so none is asked for."""
+def explorer_notebook(folder: Path) -> Path:
+    """A copy of the walkthrough's end-to-end notebook in ``folder`` (its kernel is named, so none is
+    asked for); the test's click positions assume its explorer shows toy scene SCENE."""
     import nbformat
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(EXPLORER_CELL)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb = nbformat.read(WALKTHROUGH, as_version=4)
+    sources = "\n".join(cell.source for cell in nb.cells)
+    assert f"make_scene(seed={SCENE})" in sources and "se.live_explorer(model, scene.image)" in sources, \
+        f"{WALKTHROUGH.name} no longer shows toy scene {SCENE} in its explorer: update SCENE"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    path = folder / WALKTHROUGH.name
     nbformat.write(nb, path)
     return path
 
@@ -82,6 +87,7 @@ def jupyter_env(tmp: Path) -> dict:
         (tmp / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(tmp / sub)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
+    env.pop("SAM_CHECKPOINT", None)  # the notebook's real-SAM cells stay skipped
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -186,13 +192,13 @@ def test_click_changes_the_picture_and_the_iou(tmp_path):
     before = git_status()
     root = tmp_path / "notebooks"
     root.mkdir()
-    explorer_notebook(root / "explorer.ipynb")
+    notebook = explorer_notebook(root)
     shots = os.environ.get("SAM_EXPLAIN_SCREENSHOTS")
     lab = Lab(root, tmp_path)
     driver = None
     try:
         driver = chrome(tmp_path)
-        driver.get(f"{lab.url}/lab/tree/explorer.ipynb?token={lab.token}")
+        driver.get(f"{lab.url}/lab/tree/{notebook.name}?token={lab.token}")
         wait_for(driver, "return !!(window.jupyterapp && document.querySelector('.jp-NotebookPanel .jp-Cell'))",
                  START_TIMEOUT, "the notebook to open")
         wait_for(driver, "const w = window.jupyterapp.shell.currentWidget; return !!(w && w.sessionContext "
@@ -204,10 +210,11 @@ def test_click_changes_the_picture_and_the_iou(tmp_path):
         assert first["width"] >= 512 and first["cssWidth"] >= 512 * 0.99, first  # sharp, one to one
         assert len(first["ious"]) == 3 and all("IoU" in text for text in first["ious"]), first["ious"]
 
-        # a foreground click deep inside another object than the first click's (the largest)
-        scene = make_scene(seed=0)
-        areas = scene.object_masks.reshape(len(scene.object_masks), -1).sum(1)
-        x, y = click_inside(scene.object_masks[int(np.argsort(areas)[-2])])
+        # a foreground click deep inside another object than the notebook's click (on a nested part)
+        scene = make_scene(seed=SCENE)
+        other = int(np.argmin(scene.has_part))
+        assert not scene.has_part[other]
+        x, y = click_inside(scene.object_masks[other])
         canvas = driver.find_element("css selector", ".se-live canvas.se-canvas")
         rect = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
                                      canvas)
@@ -261,12 +268,12 @@ def test_html_export_shows_the_picture_offline(tmp_path):
     for module in ("nbconvert", "nbformat", "anywidget", "ipykernel"):
         need(module)
     before = git_status()
-    notebook = explorer_notebook(tmp_path / "explorer.ipynb")
+    notebook = explorer_notebook(tmp_path)
     env = jupyter_env(tmp_path)
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--execute",
                     "--ExecutePreprocessor.store_widget_state=False", "--output-dir", str(tmp_path / "html"),
                     str(notebook)], env=env, cwd=tmp_path, check=True, capture_output=True, timeout=RUN_TIMEOUT)
-    page = (tmp_path / "html" / "explorer.html").read_text(encoding="utf-8")
+    page = (tmp_path / "html" / notebook.with_suffix(".html").name).read_text(encoding="utf-8")
     assert "Live explorer: it needs a running kernel." in page
     assert 'src="data:image/png;base64,' in page  # the picture, inline
     assert "html-manager" not in page and "application/vnd.jupyter.widget-state+json" not in page
