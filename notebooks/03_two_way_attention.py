@@ -45,14 +45,15 @@ decoder, pe_enc = model.mask_decoder, model.prompt_encoder
 
 
 def largest_object_click(seed):
-    """Toy scene `seed`, its largest object's index and a click deep inside that object."""
+    """Toy scene `seed`, its largest object's index, a click deep inside that object, and the scene's
+    image embedding (1 x C x H x W = 1 x 256 x 64 x 64)."""
     scene = make_scene(seed=seed)
     k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
-    return scene, k, click_inside(scene.object_masks[k])  # (x, y)
+    return scene, k, click_inside(scene.object_masks[k]), model.embed(scene.image)  # ..., (x, y), 1 x C x H x W
 
 
-scene, k, click = largest_object_click(11)
-image_embeddings = model.embed(scene.image)  # 1 x C x H x W = 1 x 256 x 64 x 64
+cases = {seed: largest_object_click(seed) for seed in (3, 11, 20, 23)}  # the scenes the claims are checked on
+scene, k, click, image_embeddings = cases[11]
 prompts = Prompts(points=(torch.tensor([[click]]), torch.tensor([[1]]))).to(device)
 with torch.no_grad():
     sparse, dense = pe_enc(points=prompts.points, boxes=None, masks=None)  # 1 x 2 x 256 (point, pad), 1 x 256 x 64 x 64
@@ -175,10 +176,8 @@ se.plot_image_to_token(rec, image=scene.image)
 names = rec.names(0)  # ['iou', 'mask0', 'mask1', 'mask2', 'mask3', 'point0 (+)', 'pad']
 point, mask2, mask3 = names.index("point0 (+)"), names.index("mask2"), names.index("mask3")
 print(f"{'scene':>5} {'layer':>5}  " + "  ".join(f"{n.split()[0]:>13}" for n in names) + "   (on object / background)")
-for seed in (3, 11, 20, 23):
-    s, obj, c = largest_object_click(seed)
-    r = se.capture_attention(pe_enc, decoder, model.embed(s.image),
-                             Prompts(points=(torch.tensor([[c]]), torch.tensor([[1]]))).to(device))
+for seed, (s, obj, c, emb) in cases.items():
+    r = se.capture_attention(pe_enc, decoder, emb, Prompts(points=(torch.tensor([[c]]), torch.tensor([[1]]))).to(device))
     cells = rearrange(torch.from_numpy(s.object_masks[obj]).float(), "(h a) (w b) -> (h w) (a b)", a=4, b=4).mean(1)
     on, off = cells == 1, cells == 0  # HW positions entirely on the object / entirely off it
     share = {}
@@ -221,9 +220,8 @@ def best_iou(embeddings, click, truth, *interventions):
 no_image_to_token = [se.zero(f"transformer.layers.{i}.cross_attn_image_to_token") for i in (0, 1)]
 no_pos = [se.zero("hook_pos_src")]
 print(f"{'scene':>5} {'as trained':>11} {'no image-to-token':>18} {'no image PE':>12}")
-for seed in (3, 11, 20, 23):
-    s, obj, c = largest_object_click(seed)
-    emb, truth = model.embed(s.image), s.object_masks[obj]
+for seed, (s, obj, c, emb) in cases.items():
+    truth = s.object_masks[obj]
     row = [best_iou(emb, c, truth), best_iou(emb, c, truth, *no_image_to_token), best_iou(emb, c, truth, *no_pos)]
     print(f"{seed:>5} {row[0]:>11.2f} {row[1]:>18.2f} {row[2]:>12.2f}")
     assert row[0] > 0.9 and row[1] < 0.5 and row[2] < 0.5

@@ -51,6 +51,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (``sam-explain trace | head``): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not complain
+        return 1
     except (ValueError, TypeError, OSError, MemoryError) as err:  # ShapeError, CheckpointError, CommandError
         if os.environ.get("SAM_EXPLAIN_DEBUG"):
             raise

@@ -116,3 +116,15 @@ def test_user_errors_end_in_one_line_before_anything_runs(argv, message, files, 
     argv = [a.format(**files) for a in argv]
     text = refusal(argv, capsys)
     assert message.format(**files) in text, text
+
+
+def test_a_reader_that_goes_away_is_no_error():
+    """``sam-explain trace | head``: when the pipe closes, the command stops without a message."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "sam_explain", "trace", "--random"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child writes: its first write meets a closed pipe
+    _, err = child.communicate(timeout=120)
+    assert err.decode().strip() == "" and child.returncode == 1
