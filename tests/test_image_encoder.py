@@ -89,15 +89,15 @@ def test_hooking_the_maps_switches_to_the_explicit_path_with_the_same_output():
         handle = ours.blocks[1].attn.hook_logits.register_forward_hook(lambda m, i, o: calls.append(o.shape))
         explicit = ours(x)
         handle.remove()
-        # a global hook (as a tracer may use) also asks for the maps, in every block
+        # a global module hook (torchinfo's, say) does not ask for the maps: it must not change what it observes
         glob = torch.nn.modules.module.register_module_forward_hook(
             lambda m, i, o: calls.append(o.shape) if isinstance(m, ours_mod.HookPoint) else None)
-        traced = ours(x)
+        observed = ours(x)
         glob.remove()
     assert calls[0] == (1, 2, 64, 64)
-    assert (1 * 9, 2, 9, 9) in calls[1:]  # a windowed block's maps reached the global hook
+    assert len(calls) > 1 and (1 * 9, 2, 9, 9) not in calls[1:]  # it saw other hook points, no windowed maps
     assert (explicit - fused).abs().max().item() < TOL
-    assert (traced - fused).abs().max().item() < TOL  # every block explicit now
+    assert torch.equal(observed, fused)  # still the fused kernel, bit for bit
     assert not any(blk.attn.attention_map_hooked() for blk in ours.blocks)
     # a gradient hook on the maps asks for them too (the fused kernel would never call it)
     grads = []

@@ -11,7 +11,9 @@ def decoder_bytes(B: int, C: int = 256, H: int = 64, W: int = 64, elem: int = 4)
     """An upper estimate of the memory a MaskDecoder forward holds at its peak for B prompt sets:
     about four B x C x H x W maps on the image side (src, pos_src, keys and their sums), and one and a
     half of the B x C/8 x 4H x 4W upscaled features (the last transposed convolution and its GELU).
-    For SAM in float32: 28 MiB per prompt set; 22 to 24 MiB were measured (peak resident memory)."""
+    For SAM in float32: 28 MiB per prompt set. The peak of live tensors measured 22 MiB per prompt set
+    for SAM and 24 for SAM 2.1's decoder, high-resolution skips included (B = 12 to 32, in the torch
+    profiler's allocation record; tests/test_memory_estimate.py checks both)."""
     per_prompt_set = 4 * C * H * W + (3 * (C // 8) * 16 * H * W) // 2
     return int(B) * per_prompt_set * elem
 
