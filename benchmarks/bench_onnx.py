@@ -36,7 +36,7 @@ import torch
 from sam_explain import build_mask_decoder, build_prompt_encoder
 from sam_explain.prompts import example_prompts
 from sam_explain.testing import build_official_pair, official_onnx_export, official_onnx_model
-from sam_explain.toy.train import retain_freed_memory
+from sam_explain.utils.memory import retain_freed_memory
 from sam_explain.utils.onnx import SamOnnxModel, export_onnx_model, onnx_prompt
 from timing import Comparison, compare
 

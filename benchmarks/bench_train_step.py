@@ -20,7 +20,8 @@ import torch
 
 from sam_explain.toy.model import ToyModel
 from sam_explain.toy.schedules import SCHEDULES
-from sam_explain.toy.train import StepOps, retain_freed_memory, train_step
+from sam_explain.toy.train import StepOps, train_step
+from sam_explain.utils.memory import retain_freed_memory
 from timing import compare
 
 

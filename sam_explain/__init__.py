@@ -37,7 +37,7 @@ from .build_sam import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vi
 
 # The toy world
 from .toy import make_scene as toy_scene
-from .toy import toy_model
+from .toy import toy_model, toy_sam2_model
 
 
 # The pictures need matplotlib, which takes longer to import than the rest of the package:

@@ -245,7 +245,7 @@ def test_capture_sam2_attention_names_the_tokens():
 
 def test_toy_weights_in_sam2_structure_trace_and_attend():
     """SAM 2's structure with the shipped toy's weights: the contract labels it, the maps are recorded."""
-    record = s2.toy_sam2(seed=0)
+    record = s2.toy_sam2_untrained(seed=0)
     assert not record.trained and "mask_decoder.obj_score_token.weight" in record.untrained
     pe, dec, toy = record.prompt_encoder, record.mask_decoder, record.source
     image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))

@@ -1,10 +1,12 @@
-"""``sam-explain train-toy`` and ``sam-explain eval-toy``: train the toy SAM, and measure it."""
+"""``sam-explain train-toy`` and ``sam-explain eval-toy``: train the toy SAM, and measure it; with
+``--model sam2``, the toy SAM 2 (SAM 2.1's decoder side on the same scenes, docs/toy_sam2.md)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Optional
 
 from .args import CommandError, device_arg, nonnegative_int, positive_int, writable_path
 
@@ -18,19 +20,32 @@ def schedule_help() -> str:
             "full: from scratch on one GPU (--device cuda), about 4 minutes. "
             "shipped: the seven phases that trained the weights in the package, as they were run. "
             "tiny, tiny-phases: a few dozen steps, for the tests. "
-            "Each schedule's figures: docs/toy_model.md")
+            "Each schedule's figures: docs/toy_model.md. "
+            "With --model sam2 (the toy SAM 2, from the toy SAM's weights): gpu, one GPU (--device cuda), "
+            "compiled, bfloat16; cpu (the default there), a 2-core CPU with --threads 2, about an hour; "
+            "tiny, for the tests (docs/toy_sam2.md)")
+
+
+MODELS = ("sam", "sam2")  # --model: the toy SAM, or the toy SAM 2
+DEFAULT_OUT = {"sam": "toy_sam.safetensors", "sam2": "toy_sam2.safetensors"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..toy.schedules import DEFAULT_SCHEDULE, SCHEDULES
+    from ..toy.schedules import SAM2_SCHEDULES, SCHEDULES
 
-    p = sub.add_parser("train-toy", help="train the toy SAM on synthetic scenes and write its weights")
-    p.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=list(SCHEDULES), help=schedule_help())
+    p = sub.add_parser("train-toy", help="train the toy SAM (or, with --model sam2, the toy SAM 2) on synthetic "
+                                         "scenes and write its weights")
+    p.add_argument("--model", default="sam", choices=MODELS,
+                   help="sam (the default): the toy SAM; sam2: the toy SAM 2, SAM 2.1's decoder side, trained from "
+                        "the toy SAM's weights")
+    p.add_argument("--schedule", default=None, choices=[*SCHEDULES, *(n for n in SAM2_SCHEDULES if n not in SCHEDULES)],
+                   help=schedule_help())
     p.add_argument("--stages", type=parse_stages, default=None, metavar="H0:STEPS,...",
                    help="replace the schedule's stages (image size H0 in px, steps), smallest images first, "
                         "e.g. 64:1200,128:2000,256:1200; everything else stays the schedule's")
-    p.add_argument("--out", default="toy_sam.safetensors",
-                   help="the weights to write (safetensors); a phased schedule also keeps each phase's, "
+    p.add_argument("--out", default=None,
+                   help="the weights to write (safetensors; default toy_sam.safetensors, or toy_sam2.safetensors "
+                        "with --model sam2); a phased schedule also keeps each phase's, "
                         "OUT.phase1.safetensors and on, and run again it goes on from where it stopped")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=None, help="default: the schedule's seed")
@@ -53,11 +68,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=nonnegative_int, default=25,
                    help="write the weights every this many steps (0: only at the end)")
     p.add_argument("--resume", help="a .state.pt written next to --out by an earlier run")
-    p.add_argument("--init", help="start from these weights (safetensors) instead of from scratch")
+    p.add_argument("--init", help="start from these weights (safetensors) instead of from scratch (--model sam2: "
+                                  "a toy SAM's or a toy SAM 2's; default there: the toy SAM's in the package)")
     p.add_argument("--log", help="append progress lines to this file")
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser("eval-toy", help="measure the toy SAM on held-out scenes")
+    e = sub.add_parser("eval-toy", help="measure the toy SAM (or, with --model sam2, the toy SAM 2) on held-out scenes")
+    e.add_argument("--model", default="sam", choices=MODELS,
+                   help="sam (the default): the toy SAM; sam2: the toy SAM 2, with SAM 2's figures (the object "
+                        "score against background clicks, the stability switch, the skips)")
     e.add_argument("--weights", help="safetensors weights (default: the ones shipped in the package)")
     e.add_argument("--scenes", type=positive_int, default=100,
                    help="held-out scenes (every valid target is prompted once)")
@@ -85,12 +104,43 @@ def parse_stages(text: str) -> tuple:
     return tuple(stages)
 
 
+def resolve_schedule(args: argparse.Namespace) -> str:
+    """The schedule of ``--schedule`` for ``--model`` (its default where none is given, and the out path's
+    default); a schedule of the other model is refused, naming the model's own."""
+    from ..toy.schedules import DEFAULT_SAM2_SCHEDULE, DEFAULT_SCHEDULE, SAM2_SCHEDULES, SCHEDULES
+
+    own, default = (SAM2_SCHEDULES, DEFAULT_SAM2_SCHEDULE) if args.model == "sam2" else (SCHEDULES, DEFAULT_SCHEDULE)
+    if args.out is None:
+        args.out = DEFAULT_OUT[args.model]
+    if args.schedule is None:
+        return default
+    if args.schedule not in own:
+        other = "sam" if args.model == "sam2" else "sam2"
+        raise CommandError(f"--schedule {args.schedule} is a schedule of --model {other}; the schedules of --model "
+                           f"{args.model} are {', '.join(own)}")
+    return args.schedule
+
+
+def line_logger(path: Optional[str]) -> Optional[Callable[[str], None]]:
+    """--log: a function appending a line to ``path`` (None without --log)."""
+    if not path:
+        return None
+
+    def log(line: str) -> None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    return log
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..toy.schedules import SCHEDULES, PhasedSchedule
     from ..toy.train import train, train_phases
 
+    args.schedule = resolve_schedule(args)
+    if args.model == "sam2":
+        return run_train_sam2(args)
     # Each override given on the command line replaces that field of the schedule; TrainConfig checks
     # the result (the --stages against the schedule's decay_from_stage, for one).
     writable_path(args.out, "--out")
@@ -102,11 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
         writable_path(args.log, "--log")
     args.device = str(args.device)
     overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
-    log = None
-    if args.log:
-        def log(line: str) -> None:
-            with open(args.log, "a") as f:
-                f.write(line + "\n")
+    log = line_logger(args.log)
     schedule = SCHEDULES[args.schedule]
     if isinstance(schedule, PhasedSchedule):
         given = [f"--{name}" for name in PER_PHASE if getattr(args, name) is not None]
@@ -133,6 +179,39 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_sam2(args: argparse.Namespace) -> int:
+    """train-toy --model sam2: one configuration of ``SAM2_SCHEDULES`` with the command line's overrides."""
+    import torch
+
+    from ..toy.sam2_train import train_sam2
+    from ..toy.schedules import SAM2_SCHEDULES
+
+    writable_path(args.out, "--out")
+    for name in ("init", "resume"):
+        if getattr(args, name) is not None and not Path(getattr(args, name)).is_file():
+            raise CommandError(f"--{name} {getattr(args, name)}: no such file")
+    if args.log is not None:
+        writable_path(args.log, "--log")
+    overrides = {name: getattr(args, name) for name in OVERRIDES if getattr(args, name) is not None}
+    cfg = replace(SAM2_SCHEDULES[args.schedule], device=str(args.device), **overrides)  # checked here
+    if cfg.from_toy_sam and args.init is None and args.resume is None:
+        from ..toy.model import default_weights_path
+
+        if not default_weights_path().is_file():
+            raise CommandError(f"--model sam2 starts from the toy SAM's weights, expected at {default_weights_path()}; "
+                               f"no such file (give --init PATH)")
+    log = line_logger(args.log)
+    torch.set_num_threads(args.threads)  # only once the configuration is known to be valid
+    print(f"train-toy: toy SAM 2, schedule {args.schedule}, {cfg.steps} steps, stages (H0, steps) {cfg.stages}, "
+          f"B = {cfg.scenes_per_step} scenes x {cfg.prompts_per_scene} prompt sets ({cfg.background_per_scene} on the "
+          f"background, {cfg.boxes_per_scene} boxes), compile {cfg.compile}, amp {cfg.amp}, device {cfg.device}")
+    train_sam2(cfg, out=Path(args.out), init=Path(args.init) if args.init else None, log=log,
+               checkpoint_every=args.checkpoint_every, resume=Path(args.resume) if args.resume else None,
+               schedule_name=args.schedule)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -146,9 +225,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.weights is not None and not Path(args.weights).is_file():
         raise CommandError(f"--weights {args.weights}: no such file")
     torch.set_num_threads(args.threads)
-    model = toy_model(args.weights, device=args.device)
-    figures = evaluate(model, num_scenes=args.scenes)
-    print(format_report(figures))
+    if args.model == "sam2":
+        from ..toy.sam2_evaluate import evaluate_sam2, format_sam2_report
+        from ..toy.sam2_model import toy_sam2_model
+
+        figures = evaluate_sam2(toy_sam2_model(args.weights, device=args.device), num_scenes=args.scenes)
+        print(format_sam2_report(figures))
+    else:
+        model = toy_model(args.weights, device=args.device)
+        figures = evaluate(model, num_scenes=args.scenes)
+        print(format_report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     if args.stamp:
@@ -156,8 +242,9 @@ def run_eval(args: argparse.Namespace) -> int:
         from safetensors.torch import save_file
 
         from ..toy.model import default_weights_path
+        from ..toy.sam2_model import default_sam2_weights_path
 
-        path = str(args.weights or default_weights_path())
+        path = str(args.weights or (default_sam2_weights_path() if args.model == "sam2" else default_weights_path()))
         with safe_open(path, framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -4,8 +4,9 @@ SAM 2's structure carrying a SAM model's weights.
   build_sam2_mask_decoder, build_sam2_prompt_encoder   SAM 2.1's decoder side (the same for all four
                                                        released sizes, tiny to large, and for SAM 2)
   sam2_decoder_config_from_state_dict                  the constructor arguments a state dict's shapes imply
-  sam2_from_sam, toy_sam2                              SAM 2's structure with SAM's (the toy's) weights
+  sam2_from_sam, toy_sam2_untrained                    SAM 2's structure with SAM's (the toy SAM's) weights
                                                        where the shapes allow; the new parts untrained
+                                                       (the trained toy SAM 2: sam_explain.toy_sam2_model())
   stand_in_backbone_features                           stride-4 / stride-8 maps for a model without them
 
 Every SAM 2 and SAM 2.1 config file (``sam2/configs/sam2*/*.yaml``) sets the same decoder flags:
@@ -169,7 +170,7 @@ class Sam2FromSam:
       ``prompt_encoder.`` (``...mlp.layers.0.weight`` <- ``...mlp.lin1.weight``, the rest by the same name). untrained: the SAM 2 keys SAM has no counterpart for, left at a seeded
       initialisation (``randomize_`` with ``seed``): the object-score token and head, conv_s0 and
       conv_s1. notes: what behaves differently with the same weights. source: the model the
-      weights came from (the ToyModel for ``toy_sam2``: its ``embed`` makes image embeddings).
+      weights came from (the ToyModel for ``toy_sam2_untrained``: its ``embed`` makes image embeddings).
     """
 
     prompt_encoder: PromptEncoder
@@ -248,16 +249,21 @@ def sam2_from_sam(
                        notes=tuple(notes))
 
 
-def toy_sam2(device: Union[str, torch.device] = "cpu", seed: int = 0, **decoder_flags: object) -> Sam2FromSam:
-    """SAM 2's decoder side with the shipped toy SAM's weights (``sam2_from_sam`` of ``toy_model()``):
-    input 256 x 256, a 64 x 64 grid, C = 256. ``.source`` is the ToyModel (``.source.embed(image)``).
-    The toy's encoder has no stride-4 / stride-8 features: see :func:`stand_in_backbone_features`."""
+def toy_sam2_untrained(device: Union[str, torch.device] = "cpu", seed: int = 0,
+                       **decoder_flags: object) -> Sam2FromSam:
+    """SAM 2's decoder side with the shipped toy SAM's weights (``sam2_from_sam`` of ``toy_model()``), the
+    parts SAM has not UNTRAINED (seeded random): input 256 x 256, a 64 x 64 grid, C = 256. ``.source`` is
+    the ToyModel (``.source.embed(image)``). The toy SAM's encoder has no stride-4 / stride-8 features: see
+    :func:`stand_in_backbone_features`. The toy SAM 2 trained for SAM 2's decoder (its object score, its
+    skips) is ``sam_explain.toy_sam2_model()``."""
     from ..toy import toy_model  # the toy world builds on the modeling package, not the other way round
 
     toy = toy_model(device=device)
     record = sam2_from_sam(toy.prompt_encoder, toy.mask_decoder, seed=seed, **decoder_flags)
     record.source = toy
     return record
+
+
 
 
 def stand_in_backbone_features(image_embeddings: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

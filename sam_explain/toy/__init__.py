@@ -9,9 +9,17 @@ encoder and mask decoder trained on them (weights shipped in the package).
   schedules   the training recipes (TrainConfig, SCHEDULES)
   train       the training loop
   evaluate    the figures on held-out scenes
+
+The toy SAM 2 (SAM 2.1's decoder side, trained on the same scenes; docs/toy_sam2.md):
+
+  sam2_encoder    the image encoder with SAM 2's stride-4 and stride-8 levels
+  sam2_model      ToySam2Model and toy_sam2_model() (the shipped weights, once trained)
+  sam2_train      SAM 2's recipe (its schedules: schedules.SAM2_SCHEDULES)
+  sam2_evaluate   its figures on held-out scenes
 """
 
 from .model import ToyModel, toy_model
+from .sam2_model import ToySam2Model, toy_sam2_model
 from .scenes import Scene, SceneBatch, click_inside, generate_scenes, make_scene
 
-__all__ = ["ToyModel", "toy_model", "Scene", "SceneBatch", "generate_scenes", "make_scene", "click_inside"]
+__all__ = ["ToyModel", "toy_model", "ToySam2Model", "toy_sam2_model", "Scene", "SceneBatch", "generate_scenes", "make_scene", "click_inside"]

@@ -3,6 +3,7 @@
   mask loss   20 x focal + dice (SAM: focal : dice = 20 : 1), per mask
   best pair   both readings of a click on a nested part, on two different outputs
   mask_ious   the actual IoU of each thresholded mask with its target (the IoU head's target)
+  object score  SAM 2's loss on its object-score logit (the toy SAM 2, sam2_train.py)
 """
 
 from __future__ import annotations
@@ -45,3 +46,11 @@ def best_pair_loss(loss_part: torch.Tensor, loss_whole: torch.Tensor) -> torch.T
     pairs = loss_part[:, :, None] + loss_whole[:, None, :]  # B x 3 x 3: the part on output i, the whole on j
     same = torch.eye(pairs.shape[-1], dtype=torch.bool, device=pairs.device)
     return pairs.masked_fill(same, float("inf")).flatten(1).min(1).values  # B
+
+
+def object_score_loss(logits: torch.Tensor, has_object: torch.Tensor) -> torch.Tensor:
+    """SAM 2's object-score loss: B x 1 logits, B bool (an object is there) -> B. SAM 2.1's training loss
+    (``training/loss_fns.py``, ``MultiStepMultiMasksAndIous``) is a sigmoid focal loss on the logit with
+    gamma 0 and no alpha weighting (``focal_gamma_obj_score: 0.0``, ``focal_alpha_obj_score: -1.0``), which is
+    the binary cross-entropy."""
+    return F.binary_cross_entropy_with_logits(logits[:, 0], has_object.to(logits.dtype), reduction="none")  # B

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import numpy as np
 import torch
@@ -32,17 +32,19 @@ from .scenes import IMAGE_SIZE
 WEIGHTS_NAME = "toy_sam.safetensors"
 
 
-class ToyModel(nn.Module):
+class ToyParts(nn.Module):
+    """What the toy SAM and the toy SAM 2 (``sam2_model.ToySam2Model``) share: an ``image_encoder``
+    (a ToyImageEncoder or a subclass), a ``prompt_encoder`` and a ``mask_decoder`` that subclasses build,
+    the toy image's geometry, and the conversion of an image to the encoder's input."""
+
+    image_encoder: nn.Module
+    prompt_encoder: nn.Module
+    mask_decoder: nn.Module
+
     def __init__(self, encoder_config: Optional[Dict] = None, image_size: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.image_size = image_size
         self.encoder_config = dict(encoder_config or {})
-        self.image_encoder = ToyImageEncoder(image_size=image_size, **self.encoder_config)
-        grid = image_size // self.image_encoder.patch_embed.stride[0]  # H = W = 64
-        self.prompt_encoder = build_prompt_encoder(
-            image_embedding_size=(grid, grid), input_image_size=(image_size, image_size)
-        )
-        self.mask_decoder = build_mask_decoder()
         self.metadata: Dict[str, str] = {}
 
     def set_image_size(self, image_size: int) -> None:
@@ -74,6 +76,17 @@ class ToyModel(nn.Module):
                 f"(or H0 x W0 x 3 uint8), got {tuple(image.shape)}"
             )
         return image.to(self.device, torch.float32)
+
+
+class ToyModel(ToyParts):
+    def __init__(self, encoder_config: Optional[Dict] = None, image_size: int = IMAGE_SIZE) -> None:
+        super().__init__(encoder_config, image_size)
+        self.image_encoder = ToyImageEncoder(image_size=image_size, **self.encoder_config)
+        grid = image_size // self.image_encoder.patch_embed.stride[0]  # H = W = 64
+        self.prompt_encoder = build_prompt_encoder(
+            image_embedding_size=(grid, grid), input_image_size=(image_size, image_size)
+        )
+        self.mask_decoder = build_mask_decoder()
 
     @torch.no_grad()
     def embed(self, image: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
@@ -138,19 +151,30 @@ def toy_model(path: Optional[Union[str, Path]] = None, device: Union[str, torch.
     path = Path(path) if path is not None else default_weights_path()
     if not path.is_file():
         raise FileNotFoundError(f"toy weights not found at {path}; train them with `sam-explain train-toy`")
+    return load_toy_weights(path, ToyModel, "toy", "toy model", device)
+
+
+M = TypeVar("M", bound=ToyParts)
+
+
+def load_toy_weights(path: Path, model_class: Type[M], what: str, model_name: str,
+                     device: Union[str, torch.device] = "cpu") -> M:
+    """A model of ``model_class`` (built with the file's ``encoder_config``) with the weights of the safetensors
+    file ``path``, eval mode, fp32, its metadata in ``model.metadata``. The keys and shapes are checked against
+    a model built on the meta device before anything is built for real; a file that is not one (or holds
+    another model's weights) raises CheckpointError naming ``what`` ("toy") and ``model_name``."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k).float() for k in f.keys()}
         encoder_config = json.loads(metadata.get("encoder_config", "{}"))
-        if "dilations" in encoder_config:
-            encoder_config["dilations"] = tuple(encoder_config["dilations"])
+        encoder_config = {k: tuple(v) if isinstance(v, list) else v for k, v in encoder_config.items()}  # JSON lists
         with torch.device("meta"):
-            shell = ToyModel(encoder_config=encoder_config)  # shapes only: checked before building
+            shell = model_class(encoder_config=encoder_config)  # shapes only: checked before building
     except (SafetensorError, OSError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: not toy weights written by train-toy ({err})") from err
-    check_state_dict(shell.state_dict(), state, f"toy weights {path}", "toy model", CheckpointError)
-    model = ToyModel(encoder_config=encoder_config)
+        raise CheckpointError(f"{path}: not {what} weights written by train-toy ({err})") from err
+    check_state_dict(shell.state_dict(), state, f"{what} weights {path}", model_name, CheckpointError)
+    model = model_class(encoder_config=encoder_config)
     model.load_state_dict(state, strict=True)
     model.metadata = metadata
     return model.to(device).eval()

@@ -1,5 +1,6 @@
 """Prompts for training and evaluation, drawn from the scenes' ground truth: clicks uniformly inside a
-mask, boxes around it with noise, and the prompt sets of one training step (``sample_prompts``)."""
+mask, boxes around it with noise, the prompt sets of one training step (``sample_prompts``), and clicks
+where no object is (``sample_background``, for the toy SAM 2's object score)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def sample_in_masks(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     weights = masks.flatten(1).float() + 1e-12  # B x H0W0
     flat = torch.multinomial(weights, 1, generator=gen)[:, 0]  # B
     return torch.stack([flat % W0, flat // W0], dim=-1).float()  # B x 2, (x, y)
+
+
+def sample_background(scenes: SceneBatch, scene: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One click where no object is (no pixel of any object, valid as a target or not) in each scene of
+    ``scene`` (B indices into the S scenes): B x 2 (x, y), uniform over the background."""
+    background = ~scenes.object_masks.any(dim=1)  # S x H0 x W0
+    return sample_in_masks(background[scene], gen)  # B x 2
 
 
 def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,10 @@
 
 A phased schedule trains its phases one after the other, each from the weights the one before wrote.
 docs/toy_model.md has the figures each schedule measured.
+
+The toy SAM 2's recipes (``train-toy --model sam2``) are ``Sam2TrainConfig`` and ``SAM2_SCHEDULES``, at the
+end: ``gpu`` and ``cpu`` start from the shipped toy SAM's weights, ``tiny`` (the tests') from scratch
+(docs/toy_sam2.md).
 """
 
 from __future__ import annotations
@@ -147,3 +151,46 @@ SCHEDULES: Dict[str, Schedule] = {
     "tiny-phases": PhasedSchedule(phases=(Phase("tiny", TINY, 0), Phase("tiny", TINY, 1))),
 }
 DEFAULT_SCHEDULE = "quick"
+
+
+# --- the toy SAM 2 (train-toy --model sam2; sam2_train.py) ----------------------------------------------
+
+
+@dataclass
+class Sam2TrainConfig(TrainConfig):
+    """A toy SAM 2 recipe: TrainConfig's fields, and how the P prompt sets of each scene are split. Of the
+    P, ``background_per_scene`` are one click where no object is (the object score's negative case: the
+    mask and IoU losses do not apply, as in SAM 2), ``boxes_per_scene`` a noisy box (given as two points
+    labelled 2 and 3, as SAM 2's image predictor does), the rest one click on an object."""
+
+    background_per_scene: int = 1
+    boxes_per_scene: int = 3
+    hr_dims: Tuple[int, int] = (32, 64)  # D0, D1: the encoder's stride-4 and stride-8 branches (sam2_encoder.py)
+    from_toy_sam: bool = True  # without --init: start from the shipped toy SAM's weights (else from scratch)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        P, bg, boxes = self.prompts_per_scene, self.background_per_scene, self.boxes_per_scene
+        if bg < 0 or boxes < 0 or bg + boxes >= P:
+            raise ValueError(f"prompts_per_scene: expected room for at least one object click besides "
+                             f"background_per_scene and boxes_per_scene (each >= 0), got P = {P}, "
+                             f"{bg} background click(s), {boxes} box(es)")
+
+
+SAM2_SCHEDULES: Dict[str, Sam2TrainConfig] = {
+    # One GPU (an H200), from the toy SAM's weights: 256 px only, B = 16 scenes x 8 prompt sets (1 background
+    # click, 3 boxes, 4 object clicks), compiled, bfloat16, the part clicks read as the whole object a third
+    # of the time, as the toy SAM's `full`. Four decoder shapes compile (clicks, boxes, and both with an
+    # iterative click).
+    "gpu": Sam2TrainConfig(stages=((256, 1200),), scenes_per_step=16, prompts_per_scene=8, lr=3e-4, warmup=50,
+                           seed=21, decay_from_stage=0, compile=True, amp=True, whole_fraction=0.35),
+    # A 2-core CPU, from the toy SAM's weights, eager, float32, 256 px only (the figures are measured there,
+    # and 128 px steps lowered them at 256 px in a trial), about 45 to 60 minutes (docs/toy_sam2.md).
+    "cpu": Sam2TrainConfig(stages=((256, 180),), scenes_per_step=3, prompts_per_scene=8, lr=3e-4, warmup=10,
+                           seed=22, decay_from_stage=0, whole_fraction=0.35),
+    # For the tests: 32 px images, a few dozen steps, from scratch (the toy SAM's weights, trained at 256 px,
+    # gain little in 40 steps at 32 px: the losses would only show noise).
+    "tiny": Sam2TrainConfig(stages=((32, 40),), scenes_per_step=2, prompts_per_scene=4, lr=1e-3, warmup=5,
+                            background_per_scene=1, boxes_per_scene=1, from_toy_sam=False),
+}
+DEFAULT_SAM2_SCHEDULE = "cpu"

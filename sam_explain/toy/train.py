@@ -28,10 +28,8 @@ runs one configuration, ``train_phases`` a phased schedule.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch.nn import functional as F
 
+from ..utils.memory import retain_freed_memory
 from .encoder import DILATIONS
 from .losses import FOCAL_WEIGHT, best_pair_loss, dice_loss, focal_loss, mask_ious
 from .model import ToyModel, save_toy_weights, toy_model
@@ -66,7 +65,14 @@ class StepOps:
         """``pattern_matcher=False`` compiles without inductor's pattern rewrites. One of them turns the
         decoder's explicit softmax attention into the fused SDPA kernel, which on CPU in bfloat16 is 2 to
         3 times slower than the explicit form for these shapes (4096 queries x 7 keys and back)."""
-        ops = cls(model.image_encoder, model.mask_decoder.predict_masks, focal_loss, dice_loss)
+        return cls.of(model.image_encoder, model.mask_decoder.predict_masks, compile, pattern_matcher)
+
+    @classmethod
+    def of(cls, encode: Callable, predict_masks: Callable, compile: bool = False,
+           pattern_matcher: bool = True) -> "StepOps":
+        """The ops of a model whose images go through ``encode`` and whose decoder pass is ``predict_masks``
+        (the toy SAM 2's: ``sam2_train``), with SAM's losses; compiled as ``for_model`` says."""
+        ops = cls(encode, predict_masks, focal_loss, dice_loss)
         if compile:
             options = None if pattern_matcher else {"pattern_matcher": False}
             ops = cls(*(torch.compile(f, dynamic=False, options=options) for f in (
@@ -87,16 +93,29 @@ def decode_embedded(model: ToyModel, emb, sparse, dense, ops: StepOps):
 
 
 def train_step(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
-               ops: Optional[StepOps] = None) -> Dict[str, float]:
+               ops: Optional[StepOps] = None, loss_fn: Optional[Callable] = None) -> Dict[str, float]:
     """Forward and backward of one step (the optimiser is the caller's). Returns the losses.
     With ``cfg.amp`` the forward runs under bfloat16 autocast (from H0 = ``cfg.amp_min_size`` on); the
-    backward runs outside it."""
+    backward runs outside it. ``loss_fn`` (default ``step_loss``, the toy SAM's) takes (model, cfg, step,
+    gen, ops) and returns the loss and its parts."""
     amp = cfg.amp and cfg.image_size_at(step) >= cfg.amp_min_size
     with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=amp):
-        loss, stats = step_loss(model, cfg, step, gen, ops or StepOps.for_model(model))
+        loss, stats = (loss_fn or step_loss)(model, cfg, step, gen, ops or StepOps.for_model(model))
     loss.backward()
     stats["loss"] = loss.item()
     return stats
+
+
+def correction_clicks(prev: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SAM's iterative click: one pixel drawn uniformly from the error region of each prediction (n x 4H x 4W
+    logits) against its target (n x H0 x W0 bool, H0 = 4H), or from the target where there is no error.
+    Returns the clicks n x 2 (x, y) and their labels n (1 where the target is, else 0)."""
+    error = (prev > 0) ^ target  # n x H0 x W0
+    error = torch.where(error.flatten(1).any(1)[:, None, None], error, target)
+    click = sample_in_masks(error, gen)  # n x 2
+    xi, yi = click[:, 0].long(), click[:, 1].long()
+    label = target[torch.arange(target.shape[0], device=target.device), yi, xi].long()  # 1 foreground, 0 background
+    return click, label
 
 
 def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
@@ -152,11 +171,7 @@ def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator
         chosen = torch.where(prompts.is_point[sel], best_idx[sel] + 1, torch.zeros_like(sel))  # n2
         prev = masks[sel, chosen].detach()  # n2 x 4H x 4W
         tgt2 = prompts.target[sel]  # n2 x H0 x W0
-        error = (prev > 0) ^ tgt2
-        error = torch.where(error.flatten(1).any(1)[:, None, None], error, tgt2)
-        click = sample_in_masks(error, gen)  # n2 x 2
-        xi, yi = click[:, 0].long(), click[:, 1].long()
-        label = tgt2[torch.arange(n2, device=device), yi, xi].long()  # 1 foreground, 0 background
+        click, label = correction_clicks(prev, tgt2, gen)  # n2 x 2, n2
         mask_prompt = prev[:, None]  # n2 x 1 x 4H x 4W
         pts_a = (torch.cat([prompts.point[sel], click[:, None]], 1),
                  torch.cat([torch.ones_like(label)[:, None], label[:, None]], 1))  # n2 x 2 x 2, n2 x 2
@@ -188,26 +203,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, glibc's malloc.h
-ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # where mallopt exists
-
-
-def retain_freed_memory() -> bool:
-    """Make glibc's malloc keep the memory a process frees, for the next allocation, instead of handing
-    it back to the kernel. A CPU training step allocates and frees gigabytes of activations; by
-    default each block larger than 32 MiB is a fresh mmap, and the first touch of every 4 KiB page of
-    it is a page fault (about 550,000 a step at 256 px, close to a third of the step; docs/toy_model.md).
-    With no mmap and no trimming the heap is reused, and the memory is no longer given back between
-    steps (the peak resident memory at 256 px: 3.0 GB instead of 2.4 GB). Process-wide and
-    irreversible. Returns whether it was applied (False where the C library is not glibc)."""
-    if not ON_GLIBC:
-        return False
-    libc = ctypes.CDLL(None)
-    ok_mmap = libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, not from mmap
-    ok_trim = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap's free top is kept (up to 2 GiB)
-    return bool(ok_mmap and ok_trim)
-
-
 def encoder_config(cfg: TrainConfig) -> Dict[str, object]:
     """The ToyImageEncoder arguments of a schedule (the ones older weights lack are left out at their default)."""
     config: Dict[str, object] = {"dim": cfg.encoder_dim}
@@ -228,6 +223,52 @@ def git_commit() -> str:
         return "unknown"
 
 
+def init_metadata(init: Path, start_model: torch.nn.Module) -> Dict[str, str]:
+    """What a model trained from the weights ``init`` records of them (their model's ``metadata``)."""
+    return {"init": str(init), "init_schedule": start_model.metadata.get("schedule", ""),
+            "init_config": start_model.metadata.get("config", ""),
+            "init_train_seconds": start_model.metadata.get("train_seconds", "")}
+
+
+def load_toy_init(model: torch.nn.Module, init: Path) -> Dict[str, str]:
+    """Start the toy SAM ``model`` from the weights file ``init``; returns ``init_metadata``."""
+    start_model = toy_model(init)
+    model.load_state_dict(start_model.state_dict())
+    return init_metadata(init, start_model)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``train`` needs of the model it trains; the rest (optimiser, learning rate, the loop, the
+    checkpoints, resuming) is the same for every model. ``TOY_SAM`` is the toy SAM's; the toy SAM 2's
+    is ``sam2_train.TOY_SAM2``.
+
+      build(cfg)                        a fresh model for the configuration (train mode, on the CPU)
+      load_init(model, path)            start from a weights file; returns what the metadata records of it
+      default_init(cfg)                 the weights to start from when no ``init`` is given (or None)
+      ops(model, compile, pm)           the step's heavy functions (``StepOps``), eager or compiled
+      loss(model, cfg, step, gen, ops)  the loss of one step and its parts (``train_step``'s loss_fn)
+      save(model, path, metadata)       write the weights (safetensors)
+    """
+
+    build: Callable[[TrainConfig], torch.nn.Module]
+    load_init: Callable[[torch.nn.Module, Path], Dict[str, str]]
+    ops: Callable[[torch.nn.Module, bool, bool], StepOps]
+    loss: Callable
+    save: Callable[[torch.nn.Module, Path, Dict[str, object]], None]
+    default_init: Callable[[TrainConfig], Optional[Path]] = lambda cfg: None
+
+
+TOY_SAM = Recipe(
+    build=lambda cfg: ToyModel(encoder_config=encoder_config(cfg)),
+    load_init=load_toy_init,
+    ops=lambda model, compile, pattern_matcher: StepOps.for_model(model, compile=compile,
+                                                                  pattern_matcher=pattern_matcher),
+    loss=lambda *args: step_loss(*args),  # looked up at call time
+    save=lambda model, path, metadata: save_toy_weights(model, path, metadata),
+)
+
+
 def train(
     cfg: TrainConfig,
     out: Optional[Path] = None,
@@ -237,22 +278,21 @@ def train(
     log: Optional[Callable[[str], None]] = None,
     schedule_name: str = "custom",
     init: Optional[Path] = None,
+    recipe: Recipe = TOY_SAM,
 ) -> Tuple[ToyModel, Dict[str, list]]:
     """Train from scratch, or from the weights ``init`` (a safetensors file; fresh optimiser), or resume
     from ``resume`` (a .pt training state); write ``out`` (safetensors) every ``checkpoint_every``
-    steps and at the end. Returns the model and the loss history."""
+    steps and at the end. Returns the model and the loss history. ``recipe`` says which model (default:
+    the toy SAM)."""
     device = torch.device(cfg.device)
     if cfg.retain_memory and device.type == "cpu":
         retain_freed_memory()
     torch.manual_seed(cfg.seed)
-    model = ToyModel(encoder_config=encoder_config(cfg)).to(device).train()
+    model = recipe.build(cfg).to(device).train()
     init_meta = {}
+    init = init if init is not None else (recipe.default_init(cfg) if resume is None else None)
     if init is not None:
-        start_model = toy_model(init)
-        init_meta = {"init": str(init), "init_schedule": start_model.metadata.get("schedule", ""),
-                     "init_config": start_model.metadata.get("config", ""),
-                     "init_train_seconds": start_model.metadata.get("train_seconds", "")}
-        model.load_state_dict(start_model.state_dict())
+        init_meta = recipe.load_init(model, init)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -276,13 +316,13 @@ def train(
         meta = {"schedule": schedule_name, "config": asdict(cfg), "steps_done": step,
                 "train_seconds": round(elapsed, 1), "device": str(device), "git_commit": git_commit(),
                 "torch": torch.__version__, **init_meta}
-        save_toy_weights(model, out, meta)
+        recipe.save(model, out, meta)
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                     "generator": gen.get_state(), "history": history, "elapsed": elapsed}, state_path)
         model.set_image_size(trained_size)
 
-    eager_ops = StepOps.for_model(model)
-    compiled_ops = StepOps.for_model(model, compile=True, pattern_matcher=cfg.pattern_matcher) if cfg.compile else eager_ops
+    eager_ops = recipe.ops(model, False, True)
+    compiled_ops = recipe.ops(model, True, cfg.pattern_matcher) if cfg.compile else eager_ops
     bar = None
     if progress:
         from tqdm import tqdm
@@ -294,7 +334,7 @@ def train(
             group["lr"] = lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
         ops = compiled_ops if cfg.image_size_at(step) >= cfg.compile_min_size else eager_ops
-        stats = train_step(model, cfg, step, gen, ops)
+        stats = train_step(model, cfg, step, gen, ops, loss_fn=recipe.loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         for k, v in stats.items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import re
 from typing import Optional
 
@@ -48,3 +50,24 @@ def format_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, glibc's malloc.h
+ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"  # where mallopt exists
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's malloc keep the memory a process frees, for the next allocation, instead of handing
+    it back to the kernel. A CPU training step allocates and frees gigabytes of activations; by
+    default each block larger than 32 MiB is a fresh mmap, and the first touch of every 4 KiB page of
+    it is a page fault (about 550,000 a step at 256 px, close to a third of the step; docs/toy_model.md; it also slows
+    the decoder's PyTorch path, docs/onnx.md).
+    With no mmap and no trimming the heap is reused, and the memory is no longer given back between
+    steps (the peak resident memory at 256 px: 3.0 GB instead of 2.4 GB). Process-wide and
+    irreversible. Returns whether it was applied (False where the C library is not glibc)."""
+    if not ON_GLIBC:
+        return False
+    libc = ctypes.CDLL(None)
+    ok_mmap = libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, not from mmap
+    ok_trim = libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap's free top is kept (up to 2 GiB)
+    return bool(ok_mmap and ok_trim)
