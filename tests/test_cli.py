@@ -96,6 +96,7 @@ CASES = [
     (["train-toy", "--threads", "0"], "--threads: expected a whole number >= 1"),
     (["train-toy", "--schedule", "tiny", "--out", "{a_file}/w.safetensors"], "is a file, not a folder"),
     (["train-toy", "--schedule", "tiny", "--init", "{tmp}/absent.safetensors"], "--init {tmp}/absent.safetensors: no such file"),
+    (["demo", "--sam2", "--checkpoint", "{decoder}"], "--sam2: {decoder} is a SAM (1) checkpoint"),
     (["attention", "--out", "{a_file}"], "is a file, not a folder"),
     (["attention", "--out", "{tmp}/att", "--point", "10,10,inf"], "must be finite numbers"),
     (["attention", "--out", "{tmp}/att", "--point", "10,10,0.5"], "LABEL must be 1 (foreground) or 0 (background)"),
@@ -116,6 +117,49 @@ def test_user_errors_end_in_one_line_before_anything_runs(argv, message, files, 
     argv = [a.format(**files) for a in argv]
     text = refusal(argv, capsys)
     assert message.format(**files) in text, text
+
+
+# --- SAM 2.1's decoder: --sam2, or a SAM 2 checkpoint -------------------------------------------------
+
+
+def test_sam2_toy_runs_in_demo_trace_and_attention_and_says_what_it_is(tmp_path, capsys):
+    assert main(["demo", "--sam2", "--points", "2", "--box"]) == 0
+    out = capsys.readouterr().out
+    label = out.splitlines()[0]
+    assert label.startswith("weights: the t") and "toy SAM 2" in label or "UNTRAINED" in label, label
+    assert "point labels                 B x N              = 1 x 4" in out  # the box as two points
+    assert "high_res_features[0]         1 x C/8 x 4H x 4W  = 1 x 32 x 256 x 256" in out
+    assert "object_score_logits          B x 1              = 1 x 1" in out
+    assert main(["trace", "--sam2", "--depth", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "0 mismatch(es)" in out and label.removeprefix("weights: ") in out
+    assert "object_score_logits" in out and "high_res_features: (1 x 32 x 256 x 256, 1 x 64 x 128 x 128)" in out
+    assert main(["attention", "--sam2", "--out", str(tmp_path / "att")]) == 0
+    out = capsys.readouterr().out
+    assert "tokens: obj_score, iou, mask0, mask1, mask2, mask3, point0 (+), pad" in out
+    assert sorted(p.name for p in (tmp_path / "att").iterdir()) == [
+        "image_to_token_overlay.png", "token_self.png", "token_to_image_mask0.png", "token_to_image_mask0_overlay.png"]
+
+
+def test_a_sam2_checkpoint_is_recognised_and_random_sam2_is_labelled(tmp_path, capsys):
+    from sam_explain.modeling.build import randomize_
+    from sam_explain.sam2 import build_sam2_mask_decoder, build_sam2_prompt_encoder
+
+    decoder = randomize_(build_sam2_mask_decoder(transformer_dim=32, num_heads=2, mlp_dim=64,
+                                                 iou_head_hidden_dim=32), 1)
+    prompt_encoder = randomize_(build_sam2_prompt_encoder(embed_dim=32), 2)  # a 64 x 64 grid for 1024 x 1024
+    state = {f"sam_mask_decoder.{k}": v for k, v in decoder.state_dict().items()}
+    state |= {f"sam_prompt_encoder.{k}": v for k, v in prompt_encoder.state_dict().items()}
+    path = tmp_path / "sam2_small.pt"
+    torch.save({"model": state}, path)
+    assert main(["demo", "--checkpoint", str(path), "--box"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"weights: SAM 2 official checkpoint {path}") and "stand-ins" in out
+    assert "image_embeddings             1 x C x H x W      = 1 x 32 x 64 x 64" in out
+    assert "masks (logits)               B x 3 x 4H x 4W    = 1 x 3 x 256 x 256" in out
+    assert "object_score_logits" in out
+    assert main(["demo", "--sam2", "--random"]) == 0
+    assert capsys.readouterr().out.startswith("weights: RANDOM (SAM 2.1's configuration, seed 0), untrained")
 
 
 def test_a_reader_that_goes_away_is_no_error():

@@ -41,8 +41,8 @@ def test_saving_a_notebook_in_jupyterlab_leaves_the_tracked_files_unchanged():
     assert sorted(ignored) == sorted(new), f"saving creates files git does not ignore: {set(new) - set(ignored)}"
 
 
-def test_the_walkthrough_has_eight_notebooks():
-    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
+def test_the_walkthrough_has_nine_notebooks():
+    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])

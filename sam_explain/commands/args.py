@@ -135,69 +135,149 @@ def writable_path(path: str, what: str = "--out") -> Path:
     return out
 
 
-# --- which model a command runs: the toy (default), a checkpoint, or random weights -----------------
+# --- which model a command runs: the toy (default), a checkpoint, or random weights; SAM or SAM 2 -----
 
 
 def add_model_options(p) -> None:
-    """--checkpoint PATH or --random; without either, the trained toy model (sam_explain.toy_model())."""
+    """--checkpoint PATH or --random; without either, the trained toy model (sam_explain.toy_model()).
+    --sam2: SAM 2.1's decoder side (a SAM 2 --checkpoint is recognised without it)."""
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--checkpoint", help="an official SAM, decoder-only or Hugging Face checkpoint "
+    group.add_argument("--checkpoint", help="an official SAM or SAM 2 / 2.1, decoder-only or Hugging Face checkpoint "
                                             "(default: the trained toy model)")
     group.add_argument("--random", action="store_true",
-                       help="SAM's configuration with seeded random weights: an untrained decoder, whose "
-                            "attention is near uniform (every output says so)")
+                       help="SAM's (with --sam2, SAM 2.1's) configuration with seeded random weights: an untrained "
+                            "decoder, whose attention is near uniform (every output says so)")
+    p.add_argument("--sam2", action="store_true",
+                   help="SAM 2.1's decoder: the toy SAM 2 (default), or random weights with --random; a SAM 2 "
+                        "--checkpoint is recognised without it (docs/sam2.md)")
 
 
 @dataclass
 class Models:
     """What a command runs: the modules, what they are (printed on every output), and an example image
-    (H0 x W0 x 3 uint8, or None) with its embedding 1 x C x H x W."""
+    (H0 x W0 x 3 uint8, or None) with its embedding 1 x C x H x W. SAM 2's decoder also takes
+    ``high_res_features`` [feat_s0 1 x C/8 x 4H x 4W, feat_s1 1 x C/4 x 2H x 2W] (None for SAM)."""
 
     prompt_encoder: torch.nn.Module
     decoder: torch.nn.Module
     label: str
     image: Optional[np.ndarray]
     image_embeddings: torch.Tensor
-    toy: Optional[object] = None  # the ToyModel, when it is the toy
+    toy: Optional[object] = None  # the ToyModel (or ToySam2Model), when it is a toy
+    high_res_features: Optional[List[torch.Tensor]] = None
+
+    @property
+    def sam2(self) -> bool:
+        """Whether the decoder is SAM 2's (``sam_explain.sam2``)."""
+        from ..shapes.registry import component_kind
+
+        return component_kind(self.decoder) == "sam2_decoder"
+
+    def embed(self, image: np.ndarray):
+        """The toy's embedding of ``image`` (and SAM 2's high-resolution features): (1 x C x H x W, list or None)."""
+        with torch.no_grad():
+            if self.sam2 and hasattr(self.toy, "backbone"):
+                embedding, features = self.toy.embed(image)
+                return embedding, features
+            embedding = self.toy.embed(image) if not self.sam2 else self.toy.source.embed(image)
+        return embedding, (stand_in_features(self.decoder, embedding) if self.sam2 else None)
+
+
+def stand_in_features(decoder: torch.nn.Module, embedding: torch.Tensor) -> Optional[List[torch.Tensor]]:
+    """SAM 2's high_res_features for an image encoder without stride-4 / stride-8 levels: the embedding
+    repeated to 4H x 4W and 2H x 2W through the decoder's conv_s0 / conv_s1 (None without them)."""
+    from ..sam2 import project_high_res_features, stand_in_backbone_features
+
+    if not getattr(decoder, "use_high_res_features", False):
+        return None
+    with torch.no_grad():
+        return project_high_res_features(decoder, *stand_in_backbone_features(embedding))
+
+
+STAND_IN = "; high-resolution features: stand-ins (the image embedding repeated to 4H x 4W and 2H x 2W)"
 
 
 def load_models(args, seed: int = 0) -> Models:
-    """The models of --checkpoint / --random / the toy (see ``add_model_options``), and an image embedding:
-    a toy scene's (``make_scene(seed)``) for the toy, seeded noise otherwise."""
+    """The models of --checkpoint / --random / the toy, SAM's or with --sam2 SAM 2's (see
+    ``add_model_options``), and an image embedding: a toy scene's (``make_scene(seed)``) for a toy,
+    seeded noise otherwise."""
     from ..modeling.build import build_mask_decoder, build_prompt_encoder, randomize_
 
+    sam2 = getattr(args, "sam2", False)
     if getattr(args, "checkpoint", None):
         from ..checkpoint import load_sam_checkpoint
+        from ..sam2 import Sam2Parts, build_sam2_prompt_encoder
 
         parts = load_sam_checkpoint(args.checkpoint)
+        is_sam2 = isinstance(parts, Sam2Parts)
+        if sam2 and not is_sam2:
+            raise CommandError(f"--sam2: {args.checkpoint} is a SAM (1) checkpoint ({parts.format}); drop --sam2 to "
+                               "run it, or give a SAM 2 / 2.1 file")
         if parts.mask_decoder is None:
             raise CommandError(f"{args.checkpoint} holds no mask decoder ({parts.format}): this command runs one")
         decoder, prompt_encoder = parts.mask_decoder, parts.prompt_encoder
-        label = f"weights: {parts.format} checkpoint {args.checkpoint}"
+        what = f"SAM 2 {parts.format}" if is_sam2 else parts.format
+        label = f"weights: {what} checkpoint {args.checkpoint}"
         if prompt_encoder is None:
             torch.manual_seed(seed)
-            prompt_encoder = randomize_(build_prompt_encoder(), seed + 1)
+            build = build_sam2_prompt_encoder if is_sam2 else build_prompt_encoder
+            prompt_encoder = randomize_(build(), seed + 1)
             label += " (it holds no prompt encoder: SAM's, with seeded random weights)"
         h, w = prompt_encoder.image_embedding_size
         noise = torch.randn(1, decoder.transformer_dim, h, w, generator=torch.Generator().manual_seed(seed))
-        return Models(prompt_encoder.eval(), decoder.eval(), label + "; image embedding: seeded noise", None, noise)
+        features = stand_in_features(decoder, noise) if is_sam2 else None
+        label += "; image embedding: seeded noise" + (STAND_IN if features is not None else "")
+        return Models(prompt_encoder.eval(), decoder.eval(), label, None, noise, high_res_features=features)
     if getattr(args, "random", False):
         torch.manual_seed(seed)
-        decoder = randomize_(build_mask_decoder(), seed)
-        prompt_encoder = randomize_(build_prompt_encoder(), seed + 1)
+        if sam2:
+            from ..sam2 import build_sam2_mask_decoder, build_sam2_prompt_encoder
+
+            decoder = randomize_(build_sam2_mask_decoder(), seed).eval()
+            prompt_encoder = randomize_(build_sam2_prompt_encoder(), seed + 1).eval()
+        else:
+            decoder = randomize_(build_mask_decoder(), seed).eval()
+            prompt_encoder = randomize_(build_prompt_encoder(), seed + 1).eval()
         noise = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(seed))
-        return Models(prompt_encoder.eval(), decoder.eval(),
-                      "weights: RANDOM (SAM's configuration, seed {}), untrained; image embedding: seeded noise"
-                      .format(seed), None, noise)
+        features = stand_in_features(decoder, noise) if sam2 else None
+        config = "SAM 2.1's" if sam2 else "SAM's"
+        return Models(prompt_encoder, decoder,
+                      f"weights: RANDOM ({config} configuration, seed {seed}), untrained; image embedding: seeded "
+                      f"noise" + (STAND_IN if sam2 else ""), None, noise, high_res_features=features)
     from ..toy import make_scene, toy_model
 
-    model = toy_model()
     scene = make_scene(seed)
+    if sam2:
+        return load_toy_sam2(scene, seed)
+    model = toy_model()
     with torch.no_grad():
         embedding = model.embed(scene.image)  # 1 x C x H x W
     return Models(model.prompt_encoder, model.mask_decoder,
                   f"weights: the trained toy model; image: toy scene {seed} (sam_explain.toy_scene({seed}))",
                   scene.image, embedding, toy=model)
+
+
+def load_toy_sam2(scene, seed: int) -> Models:
+    """The toy SAM 2 on ``scene``; while its weights are not in the package, SAM 2's structure with the
+    toy SAM's weights, the new parts untrained, labelled so."""
+    from ..toy.sam2_model import default_sam2_weights_path, toy_sam2_model
+
+    image = f"image: toy scene {seed} (sam_explain.toy_scene({seed}))"
+    if default_sam2_weights_path().is_file():
+        model = toy_sam2_model()
+        embedding, features = model.embed(scene.image)  # 1 x C x H x W, [1 x C/8 x 4H x 4W, 1 x C/4 x 2H x 2W]
+        return Models(model.prompt_encoder, model.mask_decoder, f"weights: the trained toy SAM 2; {image}",
+                      scene.image, embedding, toy=model, high_res_features=features)
+    from ..sam2 import toy_sam2_untrained
+
+    record = toy_sam2_untrained()
+    with torch.no_grad():
+        embedding = record.source.embed(scene.image)  # 1 x C x H x W
+    features = stand_in_features(record.mask_decoder, embedding)
+    return Models(record.prompt_encoder.eval(), record.mask_decoder.eval(),
+                  "weights: the toy SAM's in SAM 2's structure, the object-score token and head and conv_s0 / conv_s1 "
+                  f"UNTRAINED (no toy SAM 2 in this install){STAND_IN}; {image}",
+                  scene.image, embedding, toy=record, high_res_features=features)
 
 
 def check_memory(estimate: int, limit: Optional[int], what: str) -> None:

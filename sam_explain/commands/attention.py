@@ -18,7 +18,7 @@ import torch
 
 from .args import (
     CommandError, add_model_options, load_embedding, load_image, load_models, parse_numbers, positive_int,
-    writable_path,
+    stand_in_features, writable_path,
 )
 
 
@@ -55,10 +55,11 @@ def slug(name: str) -> str:
 
 
 def build_inputs(args: argparse.Namespace):
-    """(models, image, image_embeddings, default click or None): the one place where the models and the
-    image come from. The toy model (the default) embeds a toy scene, or --image, with its own encoder;
-    a checkpoint or random weights take --embedding, or a colour-based placeholder embedding of
-    --image (or of a placeholder image)."""
+    """(models, image, image_embeddings, high_res_features or None, default click or None): the one place
+    where the models and the image come from. The toy model (the default) embeds a toy scene, or --image,
+    with its own encoder; a checkpoint or random weights take --embedding, or a colour-based placeholder
+    embedding of --image (or of a placeholder image). SAM 2's high-resolution features come with the toy
+    SAM 2's embedding, and are stand-ins (the embedding repeated) otherwise."""
     from ..attention.inputs import placeholder_embedding, placeholder_image
 
     models = load_models(args, seed=args.seed)
@@ -67,14 +68,13 @@ def build_inputs(args: argparse.Namespace):
         if args.embedding:
             raise CommandError("the toy model embeds its images itself: drop --embedding (or give --checkpoint)")
         if not args.image:
-            return models, models.image, models.image_embeddings, default_click(args.seed)
+            return models, models.image, models.image_embeddings, models.high_res_features, default_click(args.seed)
         image = load_image(args.image)
-        side = models.toy.image_size
+        side = prompt_encoder.input_image_size[0]
         if image.shape[:2] != (side, side):
             raise CommandError(f"the toy model takes {side} x {side} images (H0 x W0), got {image.shape[0]} x "
                                f"{image.shape[1]} in {args.image}")
-        with torch.no_grad():
-            return models, image, models.toy.embed(image), None
+        return (models, image, *models.embed(image), None)
     image = load_image(args.image) if args.image else placeholder_image()
     if args.embedding:
         embeddings = load_embedding(args.embedding)
@@ -85,7 +85,7 @@ def build_inputs(args: argparse.Namespace):
     else:
         embeddings = placeholder_embedding(image, seed=args.seed, grid=prompt_encoder.image_embedding_size[0],
                                            input_size=max(prompt_encoder.input_image_size))
-    return models, image, embeddings, None
+    return models, image, embeddings, stand_in_features(decoder, embeddings) if models.sam2 else None, None
 
 
 def default_click(seed: int) -> Optional[str]:
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.outline is not None and not 0.0 < args.outline <= 1.0:
         raise CommandError(f"--outline SHARE must be in (0, 1], got {args.outline:g}")
     torch.manual_seed(args.seed)
-    models, image, embeddings, click = build_inputs(args)
+    models, image, embeddings, features, click = build_inputs(args)
     prompt_encoder, decoder = models.prompt_encoder, models.decoder
     prompts = describe_prompts(args, image.shape[:2], max(prompt_encoder.input_image_size), click)
     token = int(args.token) if args.token.isdigit() else args.token
@@ -148,11 +148,20 @@ def run(args: argparse.Namespace) -> int:
     if heads not in ("all", "mean") and not (isinstance(heads, int) and heads < h):
         raise CommandError(f"--heads must be 'all', 'mean' or an index in 0..h-1 = "
                          f"0..{h - 1}, got {args.heads!r}")
-    names = token_names(prompts, decoder.num_mask_tokens)[0]
+    if models.sam2:
+        from ..sam2 import capture_sam2_attention, sam2_token_names
+
+        names = sam2_token_names(prompts, decoder)[0]
+    else:
+        names = token_names(prompts, decoder.num_mask_tokens)[0]
     if not (isinstance(token, int) and token < len(names)) and token not in names \
             and [n.split(" (")[0] for n in names].count(token) != 1:
         raise CommandError(f"no token named {args.token!r}; tokens are {names}")
-    record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
+    if models.sam2:
+        record = capture_sam2_attention(prompt_encoder, decoder, embeddings, prompts, high_res_features=features,
+                                        device="cpu")
+    else:
+        record = capture_attention(prompt_encoder, decoder, embeddings, prompts, device="cpu")
     colour = {"scale": args.scale, "percentile": args.percentile}  # the overlays: sam_explain.render
     try:
         t = token_index(record, token)
@@ -171,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens: {', '.join(record.names(0))}")
     for filename, fig in figures.items():
         path = out / filename
-        fig.savefig(path, dpi=args.dpi)
+        # what drew it, on the picture itself (RANDOM or UNTRAINED weights say so here too)
+        fig.text(0.5, -0.005, models.label, ha="center", va="top", fontsize=8, color="dimgray", wrap=True)
+        fig.savefig(path, dpi=args.dpi, bbox_inches="tight")
         print(path)
     return 0

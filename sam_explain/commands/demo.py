@@ -1,7 +1,7 @@
 """``sam-explain demo``: run the decoder once on an example prompt, print what went in and came out.
 
 By default the trained toy model on one of its scenes; ``--checkpoint`` for real weights, ``--random``
-for an untrained decoder (labelled as such)."""
+for an untrained decoder (labelled as such); ``--sam2`` (or a SAM 2 checkpoint) for SAM 2.1's decoder."""
 
 from __future__ import annotations
 
@@ -49,9 +49,19 @@ def run(args: argparse.Namespace) -> int:
         image_size=prompt_encoder.input_image_size, mask_size=prompt_encoder.mask_input_size, seed=args.seed,
     )
     image_embeddings = models.image_embeddings
-    masks, iou_pred, sparse, dense = run_decoder(
-        prompt_encoder, decoder, image_embeddings, prompts, multimask_output=not args.single_mask
-    )
+    object_scores = features = None
+    if models.sam2:
+        from ..sam2 import boxes_as_points, run_sam2_decoder
+
+        features = models.high_res_features
+        masks, iou_pred, _, object_scores, sparse, dense = run_sam2_decoder(
+            prompt_encoder, decoder, image_embeddings, prompts, multimask_output=not args.single_mask,
+            high_res_features=features)
+        prompts = boxes_as_points(prompts)  # as the prompt encoder got them
+    else:
+        masks, iou_pred, sparse, dense = run_decoder(
+            prompt_encoder, decoder, image_embeddings, prompts, multimask_output=not args.single_mask
+        )
     print("in:")
     if prompts.points is not None:
         print(describe("point coords", prompts.points[0], "B x N x 2"))
@@ -61,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if prompts.masks is not None:
         print(describe("mask input", prompts.masks, "B x 1 x 4H x 4W"))
     print(describe("image_embeddings", image_embeddings, "1 x C x H x W"))
+    if features is not None:
+        print(describe("high_res_features[0]", features[0], "1 x C/8 x 4H x 4W"))
+        print(describe("high_res_features[1]", features[1], "1 x C/4 x 2H x 2W"))
     print(describe("image_pe", prompt_encoder.get_dense_pe(), "1 x C x H x W"))
     print(describe("sparse_prompt_embeddings", sparse, "B x N' x C"))
     print(describe("dense_prompt_embeddings", dense, "B x C x H x W"))
@@ -68,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     k = "1" if args.single_mask else "3"
     print(describe("masks (logits)", masks, f"B x {k} x 4H x 4W"))
     print(describe("iou_predictions", iou_pred, f"B x {k}"))
+    if object_scores is not None:
+        print(describe("object_score_logits", object_scores, "B x 1"))
     for b in range(masks.shape[0]):
         ious = ", ".join(f"{v:.3f}" for v in iou_pred[b].tolist())
         area = ", ".join(f"{v:.1%}" for v in (masks[b] > 0).float().mean(dim=(-1, -2)).tolist())
-        print(f"  prompt set {b}: predicted IoU [{ious}], mask area [{area}]")
+        score = "" if object_scores is None else f", object score {object_scores[b, 0].item():+.2f}"
+        print(f"  prompt set {b}: predicted IoU [{ious}], mask area [{area}]{score}")
     return 0

@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "trace", help="print the shape of every module call of the decoder on an example prompt",
         description="Run the mask decoder on a described prompt (the trained toy model unless --checkpoint or "
-                    "--random) and print one row per module call: module path, class, shapes in symbols and "
-                    "numbers, dtype, device, step. With no arguments: one click on the default inputs.",
+                    "--random; SAM 2.1's decoder with --sam2 or a SAM 2 checkpoint) and print one row per module "
+                    "call: module path, class, shapes in symbols and numbers, dtype, device, step. With no "
+                    "arguments: one click on the default inputs.",
     )
     add_model_options(p)
     p.add_argument("--points", type=nonnegative_int, default=1, help="clicks per prompt set, N (default 1; 0 for none)")
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         multimask_output=not args.single_mask,
         decoder=models.decoder.to(device=args.device, dtype=dtype),
         prompt_encoder=models.prompt_encoder.to(device=args.device, dtype=dtype),
-        image_embeddings=models.image_embeddings, include_prompt_encoder=args.prompt_encoder, seed=args.seed,
+        image_embeddings=models.image_embeddings, high_res_features=models.high_res_features,
+        include_prompt_encoder=args.prompt_encoder, seed=args.seed,
     )
     trace.title += f"; {models.label}"
     if args.collapse:  # before filtering, so that a block folds as a whole

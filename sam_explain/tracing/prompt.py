@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..modeling import build_mask_decoder, build_prompt_encoder
 from ..prompts import example_prompts
+from ..shapes.registry import component_kind
 from .tracer import trace_shapes
 from .views import ShapeTrace
 
@@ -26,6 +27,7 @@ def trace_prompt(
     decoder: Optional[nn.Module] = None,
     prompt_encoder: Optional[nn.Module] = None,
     image_embeddings: Optional[torch.Tensor] = None,
+    high_res_features: Optional[Sequence[torch.Tensor]] = None,
     device: Union[str, torch.device, None] = None,
     dtype: Union[str, torch.dtype, None] = None,
     include_prompt_encoder: bool = False,
@@ -40,6 +42,11 @@ def trace_prompt(
     modules you pass are used where they are. ``image_embeddings`` defaults to seeded noise,
     1 x C x H x W. With ``include_prompt_encoder`` the trace holds both modules, under the paths
     ``prompt_encoder.*`` and ``mask_decoder.*``. ``trace.result`` is (masks, iou_pred).
+
+    A SAM 2 decoder (``sam_explain.sam2``) runs as SAM 2's image predictor runs it: a box as two points
+    labelled 2 and 3, ``repeat_image`` for one image, and ``high_res_features`` [feat_s0 1 x C/8 x 4H x 4W,
+    feat_s1 1 x C/4 x 2H x 2W] (default: stand-ins, the image embedding repeated through conv_s0 / conv_s1);
+    ``trace.result`` is then (masks, iou_pred, sam_tokens_out, object_score_logits).
 
         sam_explain.trace_prompt(points=2, box=True, batch=3)
     """
@@ -68,12 +75,27 @@ def trace_prompt(
         image_embeddings = torch.randn(1, decoder.transformer_dim, h, w, generator=gen)
     image_embeddings = image_embeddings.to(device=device, dtype=dtype)
 
+    sam2 = component_kind(decoder) == "sam2_decoder"
+    extra = {}
+    if sam2:
+        from ..sam2 import boxes_as_points, project_high_res_features, stand_in_backbone_features
+
+        prompts = boxes_as_points(prompts)  # a box as two points, as SAM 2's image predictor gives it
+        if high_res_features is None and decoder.use_high_res_features:
+            with torch.no_grad():
+                high_res_features = project_high_res_features(decoder, *stand_in_backbone_features(image_embeddings))
+        extra = {"repeat_image": image_embeddings.shape[0] == 1,
+                 "high_res_features": None if high_res_features is None
+                 else [f.to(device=device, dtype=dtype) for f in high_res_features]}
+    elif high_res_features is not None:
+        raise ValueError("trace_prompt: high_res_features are for a SAM 2 decoder; this one is SAM's")
+
     def run():
         sparse, dense = prompt_encoder(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
         return decoder(
             image_embeddings=image_embeddings, image_pe=prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
+            multimask_output=multimask_output, **extra,
         )
 
     target = {"prompt_encoder": prompt_encoder, "mask_decoder": decoder} if include_prompt_encoder else decoder
