@@ -69,6 +69,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_trace.py
 	$(PY) benchmarks/bench_attention.py
 	$(PY) benchmarks/bench_image_encoder.py
+	$(PY) benchmarks/bench_onnx.py --threads 2
+	$(PY) benchmarks/bench_explorer.py
 
 clean:
 	rm -rf $(VENV) build
