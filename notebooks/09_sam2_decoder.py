@@ -55,8 +55,19 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
 
 
+embedded = {}  # seed -> (scene, image embedding, [feat_s0, feat_s1]): each scene is embedded once
+
+
+def scene_features(seed: int) -> tuple:
+    """A toy scene and what the toy SAM 2's image side makes of it (1 x C x H x W, and the two maps)."""
+    if seed not in embedded:
+        sc = make_scene(seed=seed)
+        embedded[seed] = (sc, *toy2.embed(sc.image))
+    return embedded[seed]
+
+
 # %%
-scene = make_scene(seed=11)
+scene = make_scene(seed=11)  # the scene the sections below come back to
 k = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
 click = click_inside(scene.object_masks[k])  # (x, y) in toy-image pixels
 prompts = Prompts(points=(torch.tensor([[click]], dtype=torch.float32), torch.tensor([[1]]))).to(device)
@@ -64,6 +75,7 @@ emb1 = toy.embed(scene.image)  # 1 x C x H x W = 1 x 256 x 64 x 64
 # SAM 2's image encoder gives three levels; the decoder's own 1x1 convs project the two finer ones
 # (outside its forward, once per image): embed() returns what the decoder takes
 emb2, feats = toy2.embed(scene.image)  # 1 x C x H x W, [feat_s0 1 x C/8 x 4H x 4W, feat_s1 1 x C/4 x 2H x 2W]
+embedded[11] = (scene, emb2, feats)
 print("embedding", tuple(emb2.shape), " feat_s0", tuple(feats[0].shape), " feat_s1", tuple(feats[1].shape))
 assert [tuple(f.shape) for f in feats] == [(1, 32, 256, 256), (1, 64, 128, 128)]
 
@@ -130,15 +142,15 @@ with torch.no_grad():
 print(f"object score logit for the click on the object: {score2.item():+.2f}")
 
 # %% [markdown]
-# What has the trained head learnt? Click everywhere: a 12 x 12 grid of single clicks over the
-# image, 144 prompt sets against one image embedding (`repeat_image=True`), and each click's object
+# What has the trained head learnt? Click everywhere: an 8 x 8 grid of single clicks over the
+# image, 64 prompt sets against one image embedding (`repeat_image=True`), and each click's object
 # score drawn where it was clicked. Red: the decoder says an object is there (logit > 0, the video
 # path keeps the masks); blue: it says there is none (the video path blanks every mask).
 
 # %%
-def object_scores(scene, grid: int = 12, batch: int = 48) -> tuple:
+def object_scores(seed: int, grid: int = 8, batch: int = 32) -> tuple:
     """The object-score logit of a click at each of grid x grid points -> (scores G x G, on-object G x G)."""
-    emb, feats = toy2.embed(scene.image)
+    scene, emb, feats = scene_features(seed)
     xs = (np.arange(grid) + 0.5) * scene.image.shape[1] / grid
     points = torch.tensor([[x, y] for y in xs for x in xs], dtype=torch.float32)  # G^2 x 2
     scores = []
@@ -152,8 +164,8 @@ def object_scores(scene, grid: int = 12, batch: int = 48) -> tuple:
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
 for col, seed in enumerate((11, 23)):
-    grid_scene = make_scene(seed=seed)
-    scores, on = object_scores(grid_scene)
+    grid_scene = scene_features(seed)[0]
+    scores, on = object_scores(seed)
     auc = roc_auc(torch.tensor(scores[on]), torch.tensor(scores[~on]))
     print(f"scene {seed}: mean score on objects {scores[on].mean():+.2f}, on the background {scores[~on].mean():+.2f}; "
           f"ROC AUC {auc:.3f}; sign right on {((scores > 0) == on).mean():.0%} of the clicks")
@@ -242,8 +254,7 @@ def edge_band(mask: np.ndarray, width: int = 2) -> np.ndarray:
 
 rows = []  # (best of 3 with, without, mean |change| of the logits on the edge band, elsewhere)
 for seed in SCENES:
-    sc = make_scene(seed=seed)
-    e, f = toy2.embed(sc.image)
+    sc, e, f = scene_features(seed)
     for target in sc.object_masks:
         c = click_inside(target)
         with_skips, without = click_masks(e, f, c), click_masks(e, f, c, *NO_SKIPS)  # M x 4H x 4W
@@ -431,8 +442,7 @@ print(f"stability of token 0: {score:.4f} -> returned token {want}; sam_tokens_o
 switched = []  # (seed, target, click, token 0's IoU, the returned mask's IoU, returned token)
 count = 0
 for seed in SCENES:
-    sc = make_scene(seed=seed)
-    e, f = toy2.embed(sc.image)
+    sc, e, f = scene_features(seed)
     for target in [*sc.object_masks, *sc.part_masks[sc.has_part]]:
         c = click_inside(target)
         p = Prompts(points=(torch.tensor([[c]], dtype=torch.float32), torch.tensor([[1]]))).to(device)
@@ -459,8 +469,7 @@ assert switched and (gains > 0).any() and (gains < 0).any()
 
 # %%
 seed, target, c, before, after, token = max(switched, key=lambda row: row[4] - row[3])
-sc = make_scene(seed=seed)
-e, f = toy2.embed(sc.image)
+sc, e, f = scene_features(seed)
 m = click_masks(e, f, c)  # M x 4H x 4W
 fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.8))
 for ax, j, title in ((axes[0], 0, f"token 0 (unstable): IoU {before:.2f}"), (axes[1], token, f"returned: token {token}, IoU {after:.2f}")):
@@ -542,8 +551,7 @@ def half_mass_cells(record) -> list:
 
 cells = {11: half_mass_cells(rec)}
 for seed in SCENES:
-    sc = make_scene(seed=seed)
-    e, f = toy2.embed(sc.image)
+    sc, e, f = scene_features(seed)
     largest = sc.object_masks[int(np.argmax(sc.object_masks.sum(axis=(1, 2))))]
     pair = Prompts(points=(torch.tensor([[click_inside(largest)], [click_inside(~sc.object_masks.any(0))]],
                                         dtype=torch.float32), torch.tensor([[1], [1]]))).to(device)
