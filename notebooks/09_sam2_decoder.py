@@ -8,10 +8,11 @@
 # 2. **high-resolution skips**: the image encoder's stride-8 and stride-4 features, projected by
 #    two 1x1 convs, are added inside the 4x upscaling;
 # 3. the IoU head ends with a **sigmoid**;
-# 4. a **stability switch**: asked for one mask, the decoder may return a multimask output instead;
-# 5. smaller things: the attention calls PyTorch's fused `scaled_dot_product_attention`, the block
-#    MLP's weights have other names, boxes go to the prompt encoder as two labelled points, the
-#    image may be repeated over the prompt sets or given once per prompt set (`repeat_image`).
+# 4. smaller things: the attention calls PyTorch's fused `scaled_dot_product_attention`, the block
+#    MLP's weights have other names, the image may be repeated over the prompt sets or given once
+#    per prompt set (`repeat_image`);
+# 5. a **stability switch**: asked for one mask, the decoder may return a multimask output instead;
+# 6. boxes go to the prompt encoder as two labelled points.
 #
 # **What runs here.** The toy SAM 2 (`se.toy_sam2_model()`): SAM 2.1's prompt encoder and mask
 # decoder, every flag on, trained on the toy scenes with SAM 2's recipe, starting from the toy SAM
@@ -85,7 +86,8 @@ assert [tuple(f.shape) for f in feats] == [(1, 32, 256, 256), (1, 64, 128, 128)]
 # The same image and the same click through the toy SAM's decoder and through the toy SAM 2's.
 # (SAM 2's image predictor also resizes a photo to a 1024 square where SAM keeps its aspect ratio
 # and pads, so the two *predictors* do not even see the same pixels; see the end.) For a click, the
-# two prompt encoders are the same module: SAM 2's is SAM's, with other weights here.
+# two prompt encoders compute the same thing (SAM 2's class is SAM's with labels 2 and 3 added to the
+# point path), with other weights here.
 
 # %%
 with torch.no_grad():
@@ -113,7 +115,10 @@ t1.filter(max_depth=1)
 # %% [markdown]
 # SAM 2's: one more output token, the skips `hook_feat_s1` / `hook_skip_s1` / `hook_feat_s0` /
 # `hook_skip_s0`, the object score, the object-pointer token(s) `hook_sam_tokens_out`, and a
-# four-tuple out. Every row is labelled by SAM 2's shape contract (docs/shapes.md).
+# four-tuple out. Every row is labelled by SAM 2's shape contract (docs/shapes.md). New symbols: O = 1
+# object-score token; Ih the number of images given (1 here, repeated over the B prompt sets);
+# K_ptr the mask tokens kept as `sam_tokens_out`, the "object pointer" that SAM 2's video path stores
+# in its memory to find the object again in the next frames.
 
 # %%
 t2.filter(max_depth=1)
@@ -121,8 +126,9 @@ t2.filter(max_depth=1)
 # %% [markdown]
 # ## 1. The object-score token
 #
-# The learned tokens are now `obj_score_token ++ iou_token ++ mask_tokens` (6 x C); everything that
-# read "token 0" or "tokens 1..4" in SAM reads one further on. The object-score token goes through
+# The learned tokens are now `obj_score_token ++ iou_token ++ mask_tokens` (6 x C); every row of the
+# transformer's output that SAM read at 0 (the IoU token) or 1..4 (the mask tokens) is read one further
+# on. (Below, "token 0" keeps meaning *mask* token 0, as in SAM: the single-mask token.) The object-score token goes through
 # the transformer like the others and a head (an MLP C -> C -> C -> 1 in SAM 2.1) reads it.
 
 # %%
@@ -176,7 +182,7 @@ for col, seed in enumerate((11, 23)):
     shown = axes[2 * col + 1].imshow(scores, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(0, 256, 256, 0))
     axes[2 * col + 1].contour(grid_scene.object_masks.any(0), levels=[0.5], colors="k", linewidths=0.8)
     axes[2 * col + 1].set_title("object score of a click there")
-    fig.colorbar(shown, ax=axes[2 * col + 1], fraction=0.046)
+    fig.colorbar(shown, ax=axes[2 * col + 1], fraction=0.046, label="object-score logit")
 for ax in axes:
     ax.set_xticks([]), ax.set_yticks([])
 plt.tight_layout()
@@ -220,7 +226,8 @@ with torch.no_grad():
     projected = s2.project_high_res_features(dec2, backbone_s0, backbone_s1)  # [1 x C/8 x 4H x 4W, 1 x C/4 x 2H x 2W]
 print("backbone_s0", tuple(backbone_s0.shape), "-> feat_s0", tuple(projected[0].shape))
 print("backbone_s1", tuple(backbone_s1.shape), "-> feat_s1", tuple(projected[1].shape))
-torch.testing.assert_close(projected[0], feats[0]) and torch.testing.assert_close(projected[1], feats[1])
+torch.testing.assert_close(projected[0], feats[0])
+torch.testing.assert_close(projected[1], feats[1])
 
 # %% [markdown]
 # What do the skips add in the trained toy? `conv_s0` and `conv_s1` started at zero (the skips
@@ -282,7 +289,18 @@ assert abs(rows[:, 0].mean() - rows[:, 1].mean()) < 0.02  # ... and hardly the m
 # change of the logits (red: the skips raise it, blue: they lower it), the clicked object's outline in
 # black. The change has the shapes of the *image*: feat_s0 and feat_s1 come from the image alone, at
 # full and half resolution, and the mask token's hypernetwork weights decide how much of them reaches
-# its mask.
+# its mask. On this click it falls mostly on the *other* objects (the disc, the small square), whose
+# logits stay below 0 either way, and hardly on the clicked square itself.
+
+# %%
+def draw_mask(ax, image: np.ndarray, mask: np.ndarray, target: np.ndarray = None) -> None:
+    """The image in gray, the mask in orange over it, the target's outline in cyan."""
+    ax.imshow(image.mean(-1), cmap="gray", vmin=0, vmax=255)
+    overlay = np.zeros((*mask.shape, 4))  # H0 x W0 x RGBA, transparent
+    overlay[mask] = (1.0, 0.55, 0.0, 0.6)  # orange where the mask is
+    ax.imshow(overlay)
+    if target is not None:
+        ax.contour(target, levels=[0.5], colors="cyan", linewidths=1.2)
 
 # %%
 with_skips, without = click_masks(emb2, feats, click), click_masks(emb2, feats, click, *NO_SKIPS)  # M x 4H x 4W
@@ -291,14 +309,14 @@ change = (with_skips[best] - without[best]).numpy()
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
 for ax, data, title in ((axes[0], with_skips[best] > 0, f"mask {best}, with the skips"),
                         (axes[1], without[best] > 0, f"mask {best}, skips removed")):
-    ax.imshow(scene.image)
-    ax.imshow(np.ma.masked_where(~data.numpy(), data.numpy()), cmap="cool", alpha=0.55, vmin=0, vmax=1)
+    draw_mask(ax, scene.image, data.numpy(), scene.object_masks[k])
     ax.set_title(title)
 lim = np.abs(change).max()
 shown = axes[2].imshow(change, cmap="RdBu_r", vmin=-lim, vmax=lim)
 axes[2].contour(scene.object_masks[k], levels=[0.5], colors="k", linewidths=0.8)
 axes[2].set_title("change of the logits (with - without)")
 fig.colorbar(shown, ax=axes[2], fraction=0.046)
+fig.suptitle("orange: the mask; cyan / black line: the clicked object; star: the click", fontsize=9)
 for ax in axes:
     ax.plot(*click, "w*", markersize=12, markeredgecolor="k")
     ax.set_xticks([]), ax.set_yticks([])
@@ -357,8 +375,7 @@ assert dec2.transformer.layers[0].mlp.layers[0].weight.shape == dec1.transformer
 # (the video path). A mismatch is refused before anything runs:
 
 # %%
-three = s2.boxes_as_points(Prompts(points=(torch.tensor([[click]] * 3, dtype=torch.float32),
-                                            torch.tensor([[1]] * 3)))).to(device)
+three = Prompts(points=(torch.tensor([[click]] * 3, dtype=torch.float32), torch.tensor([[1]] * 3))).to(device)
 with torch.no_grad():
     sparse3, dense3 = pe2(points=three.points, boxes=None, masks=None)  # B = 3
     m3 = dec2(emb2, pe2.get_dense_pe(), sparse3, dense3, multimask_output=True, repeat_image=True,
@@ -374,7 +391,7 @@ with torch.no_grad():
 # %% [markdown]
 # ## 5. The stability switch
 #
-# Asked for one mask (`multimask_output=False`), SAM returns token 0's mask. SAM 2, outside training
+# Asked for one mask (`multimask_output=False`), SAM returns mask token 0's mask. SAM 2, outside training
 # and with `dynamic_multimask_via_stability`, first asks whether token 0's mask is *stable*: does
 # it change when the threshold moves from 0 to +-delta? Its stability score is
 #
@@ -415,7 +432,7 @@ all_iou = torch.tensor([[0.9, 0.2, 0.8, 0.5]] * 3)  # B x M
 chosen, chosen_iou = dec2._dynamic_multimask_via_stability(all_logits, all_iou)
 assert torch.equal(chosen[0, 0], all_logits[0, 0])  # crisp: token 0
 assert torch.equal(chosen[1, 0], all_logits[1, 2]) and torch.equal(chosen[2, 0], all_logits[2, 2])  # else token 2
-print("returned IoU:", chosen_iou[:, 0].tolist())
+print("returned IoU:", [round(v, 3) for v in chosen_iou[:, 0].tolist()])
 
 # %% [markdown]
 # On the click above, which branch does the decoder take? The hook point `hook_stability_scores`
@@ -435,8 +452,8 @@ assert torch.equal(single_token, t_single.find("hook_mask_tokens_out")[0].tensor
 print(f"stability of token 0: {score:.4f} -> returned token {want}; sam_tokens_out is token 0 either way")
 
 # %% [markdown]
-# And on real clicks? The same clicks as above, every object and every nested part of the five
-# scenes, asked for one mask: how often does the switch replace token 0, and is its answer better?
+# And on real clicks? The same clicks as above, plus one on every nested part of the five scenes,
+# asked for one mask: how often does the switch replace token 0, and is its answer better?
 
 # %%
 switched = []  # (seed, target, click, token 0's IoU, the returned mask's IoU, returned token)
@@ -471,14 +488,14 @@ assert switched and (gains > 0).any() and (gains < 0).any()
 seed, target, c, before, after, token = max(switched, key=lambda row: row[4] - row[3])
 sc, e, f = scene_features(seed)
 m = click_masks(e, f, c)  # M x 4H x 4W
-fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.8))
-for ax, j, title in ((axes[0], 0, f"token 0 (unstable): IoU {before:.2f}"), (axes[1], token, f"returned: token {token}, IoU {after:.2f}")):
-    ax.imshow(sc.image)
-    shown = (m[j] > 0).numpy()
-    ax.imshow(np.ma.masked_where(~shown, shown), cmap="cool", alpha=0.55, vmin=0, vmax=1)
-    ax.contour(target, levels=[0.5], colors="k", linewidths=0.8)
+stability = dec2._get_stability_scores(m[None, :1])[0, 0].item()  # token 0's, as the switch computed it
+fig, axes = plt.subplots(1, 2, figsize=(7.5, 4))
+for ax, j, title in ((axes[0], 0, f"token 0, stability {stability:.2f} < 0.98: IoU {before:.2f}"),
+                     (axes[1], token, f"returned instead: token {token}, IoU {after:.2f}")):
+    draw_mask(ax, sc.image, (m[j] > 0).numpy(), target)
     ax.plot(*c, "w*", markersize=12, markeredgecolor="k")
-    ax.set_title(title), ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=9), ax.set_xticks([]), ax.set_yticks([])
+fig.suptitle("orange: the mask; cyan line: the clicked target; star: the click", fontsize=9)
 plt.tight_layout()
 
 
@@ -528,7 +545,8 @@ assert two_scores[0] > 0 > two_scores[1]
 # %% [markdown]
 # Where does the object-score token look, for the click on the object (first figure) and for the
 # one on the background (second, a click in the top right corner)? Mean of the heads, the three
-# token-to-image attentions:
+# token-to-image attentions; the green dot is the click. Each figure has its own colour limit
+# (printed on it): the background click's maps are weaker and more spread.
 
 # %%
 se.plot_token_to_image(rec, "obj_score", prompt_set=0, heads="mean", image=scene.image, outline=0.5)
@@ -537,8 +555,8 @@ se.plot_token_to_image(rec, "obj_score", prompt_set=0, heads="mean", image=scene
 se.plot_token_to_image(rec, "obj_score", prompt_set=1, heads="mean", image=scene.image, outline=0.5)
 
 # %% [markdown]
-# On the object, from layer 1 on, the token reads a small patch around the click; on the background
-# it reads widely, with nothing to settle on. Counted: the fewest cells of the 64 x 64 grid that hold
+# On the object, from layer 1 on, the token reads a patch around the click; on the background it
+# reads more widely. Counted: the fewest cells of the 64 x 64 grid that hold
 # half of its final attention (mean of the heads), here and for the largest object and the deepest
 # background point of the five scenes above:
 

@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     for b in range(masks.shape[0]):
         ious = ", ".join(f"{v:.3f}" for v in iou_pred[b].tolist())
         area = ", ".join(f"{v:.1%}" for v in (masks[b] > 0).float().mean(dim=(-1, -2)).tolist())
-        score = "" if object_scores is None else f", object score {object_scores[b, 0].item():+.2f}"
+        score = "" if object_scores is None else (
+            f", object score {object_scores[b, 0].item():+.2f} "
+            f"({'> 0: an object is there' if object_scores[b, 0] > 0 else '<= 0: no object; the video path blanks the masks'})")
         print(f"  prompt set {b}: predicted IoU [{ious}], mask area [{area}]{score}")
     return 0
