@@ -35,6 +35,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..modeling import Attention, MaskDecoder
 from ..shapes.registry import component_kind
+from ..utils.memory import format_size as format_bytes
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB
 KINDS = ("token_self", "token_to_image", "image_to_token")
@@ -182,13 +183,6 @@ def estimate_attention_bytes(
         map_bytes(modules[s.name], B, *site_shape(s, B, T, HW), elem, average_heads, with_qk) for s in sites
     )
 
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class AttentionRecord(Mapping[str, Tensor]):

@@ -45,6 +45,7 @@ def parse_size(text: str) -> int:
 
 
 def format_size(n: float) -> str:
+    """Bytes as text: ``512 B``, ``1.5 KiB``, ``28.0 MiB``, ``2.1 GiB``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
