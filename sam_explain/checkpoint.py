@@ -41,8 +41,8 @@ from .modeling.build import (
 from .modeling.sam import Sam
 from .sam2.checkpoint import Sam2Parts, load_sam2_state_dict
 from .state_dicts import (
-    LIMITS, CheckpointError, SamCheckpointError, build_from_state_dict, check_state_dict, compare_state_dict,
-    load_state_dict_strict, read_config, read_state_dict,
+    HF_DECODER_RULES, HF_PROMPT_RULES, LIMITS, CheckpointError, SamCheckpointError, build_from_state_dict,
+    check_state_dict, compare_state_dict, load_state_dict_strict, read_config, read_state_dict, rename_key,
 )
 from .utils.device import as_device
 
@@ -118,29 +118,9 @@ def _split_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-_HF_PROMPT_RULES: List[Tuple[str, str]] = [
-    (r"^point_embed\.(\d+)\.", r"point_embeddings.\1."),
-    (r"^shared_embedding\.positional_embedding$", "pe_layer.positional_encoding_gaussian_matrix"),
-    (r"^mask_embed\.conv1\.", "mask_downscaling.0."),
-    (r"^mask_embed\.layer_norm1\.", "mask_downscaling.1."),
-    (r"^mask_embed\.conv2\.", "mask_downscaling.3."),
-    (r"^mask_embed\.layer_norm2\.", "mask_downscaling.4."),
-    (r"^mask_embed\.conv3\.", "mask_downscaling.6."),
-]
-_HF_DECODER_RULES: List[Tuple[str, str]] = [
-    (r"\.layer_norm(\d)\.", r".norm\1."),
-    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
-    (r"^upscale_conv1\.", "output_upscaling.0."),
-    (r"^upscale_layer_norm\.", "output_upscaling.1."),
-    (r"^upscale_conv2\.", "output_upscaling.3."),
-]
+# (pattern, replacement) on a key of transformers' prompt encoder, prefix removed: SAM's four point_embed.k
+_HF_PROMPT_RULES: List[Tuple[str, str]] = [(r"^point_embed\.(\d+)\.", r"point_embeddings.\1.")] + HF_PROMPT_RULES
 _HF_MLP = re.compile(r"^(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.(proj_in|proj_out|layers\.(\d+))\.(.+)$")
-
-
-def _rename(key: str, rules: List[Tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
 
 
 def hf_to_official_keys(sd: Mapping[str, torch.Tensor]) -> StateDict:
@@ -151,7 +131,7 @@ def hf_to_official_keys(sd: Mapping[str, torch.Tensor]) -> StateDict:
     if "shared_embedding.positional_embedding" not in prompt and "shared_image_embedding.positional_embedding" in sd:
         prompt["shared_embedding.positional_embedding"] = sd["shared_image_embedding.positional_embedding"]
     for k, v in prompt.items():
-        out["prompt_encoder." + _rename(k, _HF_PROMPT_RULES)] = v
+        out["prompt_encoder." + rename_key(k, _HF_PROMPT_RULES)] = v
 
     decoder = _split_prefix(sd, "mask_decoder.")
     # An MLP of L layers is proj_in, layers.0 .. layers.(L-3), proj_out in transformers.
@@ -172,7 +152,7 @@ def hf_to_official_keys(sd: Mapping[str, torch.Tensor]) -> StateDict:
                 index = int(hidden) + 1
             k = f"{mlp}.layers.{index}.{rest}"
         else:
-            k = _rename(k, _HF_DECODER_RULES)
+            k = rename_key(k, HF_DECODER_RULES)
         out["mask_decoder." + k] = v
     return out
 

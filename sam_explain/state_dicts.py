@@ -10,12 +10,14 @@ The machinery every loader shares (SAM's in ``sam_explain.checkpoint``, SAM 2's 
   load_state_dict_strict copy a state dict into a module only if every key and shape fits
   build_from_state_dict  build on the meta device, compare, then build for real and load
   read_config            run a configuration reader, its sizes checked against LIMITS
+  HF_*_RULES, rename_key transformers' names (SamModel, Sam2Model) mapped back to the official ones
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from typing import Callable, Dict, List, Mapping, Tuple, TypeVar
 
@@ -23,8 +25,9 @@ import torch
 from torch import nn
 
 __all__ = [
-    "CheckpointError", "LIMITS", "SamCheckpointError", "build_from_state_dict", "check_state_dict", "check_tensor",
-    "compare_state_dict", "load_state_dict_strict", "read_config", "read_state_dict",
+    "CheckpointError", "HF_DECODER_RULES", "HF_PROMPT_RULES", "LIMITS", "SamCheckpointError", "build_from_state_dict",
+    "check_state_dict", "check_tensor", "compare_state_dict", "load_state_dict_strict", "read_config",
+    "read_state_dict", "rename_key",
 ]
 
 
@@ -303,3 +306,30 @@ def read_config(read: Callable[[], Dict], where: str, error: type = None) -> Dic
             raise error(f"{where}: the weights imply {name} = {value}, outside 0..{LIMITS[name]}; "
                                   f"refused before building anything")
     return config
+
+
+# transformers' names on the decoder side, the same in SamModel and Sam2Model: (pattern, replacement) on a
+# key of its mask decoder / prompt encoder with that prefix removed. Each loader adds the names its model
+# has alone (SAM's point_embed.k, SAM 2's o_proj and single point_embed).
+HF_DECODER_RULES: List[Tuple[str, str]] = [
+    (r"\.layer_norm(\d)\.", r".norm\1."),
+    (r"\.layer_norm_final_attn\.", ".norm_final_attn."),
+    (r"^upscale_conv1\.", "output_upscaling.0."),
+    (r"^upscale_layer_norm\.", "output_upscaling.1."),
+    (r"^upscale_conv2\.", "output_upscaling.3."),
+]
+HF_PROMPT_RULES: List[Tuple[str, str]] = [
+    (r"^shared_embedding\.positional_embedding$", "pe_layer.positional_encoding_gaussian_matrix"),
+    (r"^mask_embed\.conv1\.", "mask_downscaling.0."),
+    (r"^mask_embed\.layer_norm1\.", "mask_downscaling.1."),
+    (r"^mask_embed\.conv2\.", "mask_downscaling.3."),
+    (r"^mask_embed\.layer_norm2\.", "mask_downscaling.4."),
+    (r"^mask_embed\.conv3\.", "mask_downscaling.6."),
+]
+
+
+def rename_key(key: str, rules: List[Tuple[str, str]]) -> str:
+    """``key`` with every (pattern, replacement) of ``rules`` applied in turn."""
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key

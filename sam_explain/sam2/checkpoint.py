@@ -53,7 +53,10 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
-from ..state_dicts import CheckpointError, build_from_state_dict, check_state_dict, read_config, read_state_dict
+from ..state_dicts import (
+    HF_DECODER_RULES, HF_PROMPT_RULES, CheckpointError, build_from_state_dict, check_state_dict, read_config,
+    read_state_dict, rename_key,
+)
 from ..utils.device import as_device
 from ..modeling.build import count_indexed, prompt_encoder_config_from_state_dict
 from .build import build_sam2_mask_decoder, build_sam2_prompt_encoder, sam2_decoder_config_from_state_dict
@@ -138,34 +141,13 @@ def detect_sam2_layout(keys: Iterable[str]) -> str:
 
 
 # (pattern, replacement) on a key of transformers' mask decoder / prompt encoder, prefix removed
-_HF_DECODER_RULES: List[Tuple[str, str]] = [
-    (r"\.o_proj\.", ".out_proj."),
-    (r"\.layer_norm(\d)\.", r".norm\1."),
-    (r"^transformer\.layer_norm_final_attn\.", "transformer.norm_final_attn."),
-    (r"^upscale_conv1\.", "output_upscaling.0."),
-    (r"^upscale_layer_norm\.", "output_upscaling.1."),
-    (r"^upscale_conv2\.", "output_upscaling.3."),
-]
-_HF_PROMPT_RULES: List[Tuple[str, str]] = [
-    (r"^shared_embedding\.positional_embedding$", "pe_layer.positional_encoding_gaussian_matrix"),
-    (r"^mask_embed\.conv1\.", "mask_downscaling.0."),
-    (r"^mask_embed\.layer_norm1\.", "mask_downscaling.1."),
-    (r"^mask_embed\.conv2\.", "mask_downscaling.3."),
-    (r"^mask_embed\.layer_norm2\.", "mask_downscaling.4."),
-    (r"^mask_embed\.conv3\.", "mask_downscaling.6."),
-]
+_HF_DECODER_RULES: List[Tuple[str, str]] = [(r"\.o_proj\.", ".out_proj.")] + HF_DECODER_RULES
 # transformers' feed-forward of L layers: proj_in, layers.0 .. layers.(L-3), proj_out
 _HF_MLP = re.compile(
     r"^(output_hypernetworks_mlps\.\d+|iou_prediction_head|pred_obj_score_head|transformer\.layers\.\d+\.mlp)"
     r"\.(proj_in|proj_out|layers\.(\d+))\.(.+)$")
 
 Source = Tuple[str, Optional[int]]  # (the file's key, a row of it or None for the whole tensor)
-
-
-def _rename(key: str, rules: List[Tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
 
 
 def hf_sam2_key_map(shapes: Mapping[str, Shape]) -> Dict[str, Source]:
@@ -187,7 +169,7 @@ def hf_sam2_key_map(shapes: Mapping[str, Shape]) -> Dict[str, Source]:
                 i = 0 if part == "proj_in" else hidden.get(mlp, 0) + 1 if part == "proj_out" else int(index) + 1
                 rest = f"{mlp}.layers.{i}.{tail}"
             else:
-                rest = _rename(rest, _HF_DECODER_RULES)
+                rest = rename_key(rest, _HF_DECODER_RULES)
             out["sam_mask_decoder." + rest] = (k, None)
         elif k.startswith("prompt_encoder."):
             rest = k[len("prompt_encoder."):]
@@ -195,7 +177,7 @@ def hf_sam2_key_map(shapes: Mapping[str, Shape]) -> Dict[str, Source]:
                 for row in range(shape[0]):
                     out[f"sam_prompt_encoder.point_embeddings.{row}.weight"] = (k, row)
                 continue
-            out["sam_prompt_encoder." + _rename(rest, _HF_PROMPT_RULES)] = (k, None)
+            out["sam_prompt_encoder." + rename_key(rest, HF_PROMPT_RULES)] = (k, None)
     pe = "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
     if pe not in out and "shared_image_embedding.positional_embedding" in shapes and \
             any(k.startswith("prompt_encoder.") for k in shapes):
