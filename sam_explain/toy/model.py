@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..checkpoint import CheckpointError, check_state_dict
 from ..modeling import build_mask_decoder, build_prompt_encoder
+from ..prompts import Prompts
 from .encoder import ToyImageEncoder
 from .scenes import IMAGE_SIZE
 
@@ -61,6 +62,25 @@ class ToyParts(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.mask_decoder.iou_token.weight.device
+
+    def one_prompt_set(
+        self,
+        points: Optional[Sequence[Tuple[float, float]]] = None,
+        labels: Optional[Sequence[int]] = None,
+        box: Optional[Sequence[float]] = None,
+        mask_input: Optional[torch.Tensor] = None,
+    ) -> Prompts:
+        """``predict``'s arguments as one prompt set (B = 1) on the model's device: N clicks (x, y) with
+        N labels (1 when not given) -> points 1 x N x 2 and 1 x N; a box (x0, y0, x1, y1) -> 1 x 4."""
+        pts = None
+        if points is not None:
+            coords = torch.as_tensor(points, dtype=torch.float32, device=self.device).reshape(1, -1, 2)  # 1 x N x 2
+            if labels is None:
+                labels = [1] * coords.shape[1]
+            lab = torch.as_tensor(labels, dtype=torch.int64, device=self.device).reshape(1, -1)  # 1 x N
+            pts = (coords, lab)
+        boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device).reshape(1, 4)
+        return Prompts(points=pts, boxes=boxes, masks=mask_input)
 
     def image_tensor(self, image: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         """H0 x W0 x 3 uint8 (one image), or S x 3 x H0 x W0 float in [0, 1] -> S x 3 x H0 x W0 float."""
@@ -109,15 +129,8 @@ class ToyModel(ToyParts):
         or 0 (background); box: (x0, y0, x1, y1); mask_input: 1 x 1 x 4H x 4W logits.
         Returns masks 1 x K x 4H x 4W (logits; K = 3 or 1) and predicted IoU 1 x K.
         """
-        pts = None
-        if points is not None:
-            coords = torch.as_tensor(points, dtype=torch.float32, device=self.device).reshape(1, -1, 2)  # 1 x N x 2
-            if labels is None:
-                labels = [1] * coords.shape[1]
-            lab = torch.as_tensor(labels, dtype=torch.int64, device=self.device).reshape(1, -1)  # 1 x N
-            pts = (coords, lab)
-        boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device).reshape(1, 4)
-        sparse, dense = self.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
+        prompts = self.one_prompt_set(points, labels, box, mask_input)
+        sparse, dense = self.prompt_encoder(points=prompts.points, boxes=prompts.boxes, masks=prompts.masks)
         return self.mask_decoder(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),

@@ -30,7 +30,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..checkpoint import CheckpointError
-from ..prompts import Prompts
 from ..sam2.build import build_sam2_mask_decoder, build_sam2_prompt_encoder, sam2_from_sam
 from ..sam2.prompts import run_sam2_decoder
 from .model import ToyModel, ToyParts, load_toy_weights
@@ -101,15 +100,7 @@ class ToySam2Model(ToyParts):
         1 x K (in 0..1) and the object score 1 x 1 (a logit: > 0 means an object is there; SAM 2's video
         path sets every mask logit to -1024 where it is not).
         """
-        pts = None
-        if points is not None:
-            coords = torch.as_tensor(points, dtype=torch.float32, device=self.device).reshape(1, -1, 2)  # 1 x N x 2
-            if labels is None:
-                labels = [1] * coords.shape[1]
-            lab = torch.as_tensor(labels, dtype=torch.int64, device=self.device).reshape(1, -1)  # 1 x N
-            pts = (coords, lab)
-        boxes = None if box is None else torch.as_tensor(box, dtype=torch.float32, device=self.device).reshape(1, 4)
-        prompts = Prompts(points=pts, boxes=boxes, masks=mask_input)
+        prompts = self.one_prompt_set(points, labels, box, mask_input)
         masks, iou_pred, _, object_score_logits, _, _ = run_sam2_decoder(
             self.prompt_encoder, self.mask_decoder, image_embeddings, prompts, multimask_output,
             high_res_features=list(high_res_features))
