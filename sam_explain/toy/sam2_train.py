@@ -40,10 +40,10 @@ from .losses import best_pair_loss, mask_ious, object_score_loss
 from .model import default_weights_path, save_toy_weights, toy_model
 from .sam2_model import ToySam2Model, holds_toy_sam_weights, toy_sam2_from_toy_sam, toy_sam2_model
 from .sampling import PromptBatch, sample_background, sample_prompts
-from .scenes import SceneBatch, generate_scenes
+from .scenes import SceneBatch
 from .schedules import Sam2TrainConfig
 from .train import (
-    TRAIN_SEED_STRIDE, Recipe, StepOps, correction_clicks, encoder_config, init_metadata, train,
+    Recipe, StepOps, correction_clicks, encoder_config, init_metadata, step_scenes, train,
 )
 
 
@@ -108,12 +108,8 @@ def decode_groups(model: ToySam2Model, ops: StepOps, groups: List[Tuple[torch.Te
 def sam2_step_loss(model: ToySam2Model, cfg: Sam2TrainConfig, step: int, gen: torch.Generator,
                    ops: StepOps) -> Tuple[torch.Tensor, Dict[str, float]]:
     """The loss of one step (the module docstring) and its parts, for the log."""
-    device = torch.device(cfg.device)
-    image_size = cfg.image_size_at(step)
-    if model.image_size != image_size:
-        model.set_image_size(image_size)
-    scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
-                             device=device, image_size=image_size)
+    scenes = step_scenes(model, cfg, step)
+    device, image_size = torch.device(cfg.device), model.image_size
     batch = sample_sam2_prompts(scenes, cfg, gen)
     p, has_object = batch.prompts, batch.has_object
     B = p.target.shape[0]

@@ -41,9 +41,9 @@ from torch.nn import functional as F
 from ..utils.memory import retain_freed_memory
 from .encoder import DILATIONS
 from .losses import FOCAL_WEIGHT, best_pair_loss, dice_loss, focal_loss, mask_ious
-from .model import ToyModel, save_toy_weights, toy_model
+from .model import ToyModel, ToyParts, save_toy_weights, toy_model
 from .sampling import sample_in_masks, sample_prompts
-from .scenes import generate_scenes
+from .scenes import SceneBatch, generate_scenes
 from .schedules import SCHEDULES, PhasedSchedule, TrainConfig
 
 TRAIN_SEED_STRIDE = 1_000_003  # scene seed of step t: seed * stride + t (evaluation uses its own stream)
@@ -118,15 +118,21 @@ def correction_clicks(prev: torch.Tensor, target: torch.Tensor, gen: torch.Gener
     return click, label
 
 
-def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
-              ops: StepOps) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """The loss of one step (steps 1 to 5 of the module docstring) and its parts, for the log."""
-    device = torch.device(cfg.device)
+def step_scenes(model: ToyParts, cfg: TrainConfig, step: int) -> SceneBatch:
+    """The scenes of training step ``step`` (seed ``cfg.seed * TRAIN_SEED_STRIDE + step``), at the image size
+    the schedule has then; the model is set to that size first."""
     image_size = cfg.image_size_at(step)
     if model.image_size != image_size:
         model.set_image_size(image_size)
-    scenes = generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
-                             device=device, image_size=image_size)
+    return generate_scenes(cfg.scenes_per_step, seed=cfg.seed * TRAIN_SEED_STRIDE + step,
+                           device=torch.device(cfg.device), image_size=image_size)
+
+
+def step_loss(model: ToyModel, cfg: TrainConfig, step: int, gen: torch.Generator,
+              ops: StepOps) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """The loss of one step (steps 1 to 5 of the module docstring) and its parts, for the log."""
+    scenes = step_scenes(model, cfg, step)
+    device, image_size = torch.device(cfg.device), model.image_size
     prompts = sample_prompts(scenes, cfg.prompts_per_scene, gen, whole_fraction=cfg.whole_fraction,
                              both_fraction=cfg.both_fraction)
     B = prompts.target.shape[0]
