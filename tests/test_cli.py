@@ -126,7 +126,7 @@ def test_sam2_toy_runs_in_demo_trace_and_attention_and_says_what_it_is(tmp_path,
     assert main(["demo", "--sam2", "--points", "2", "--box"]) == 0
     out = capsys.readouterr().out
     label = out.splitlines()[0]
-    assert label.startswith("weights: the t") and "toy SAM 2" in label or "UNTRAINED" in label, label
+    assert label.startswith("weights: the trained toy SAM 2;"), label
     assert "point labels                 B x N              = 1 x 4" in out  # the box as two points
     assert "high_res_features[0]         1 x C/8 x 4H x 4W  = 1 x 32 x 256 x 256" in out
     assert "object_score_logits          B x 1              = 1 x 1" in out

@@ -174,13 +174,11 @@ class Models:
         return component_kind(self.decoder) == "sam2_decoder"
 
     def embed(self, image: np.ndarray):
-        """The toy's embedding of ``image`` (and SAM 2's high-resolution features): (1 x C x H x W, list or None)."""
-        with torch.no_grad():
-            if self.sam2 and hasattr(self.toy, "backbone"):
-                embedding, features = self.toy.embed(image)
-                return embedding, features
-            embedding = self.toy.embed(image) if not self.sam2 else self.toy.source.embed(image)
-        return embedding, (stand_in_features(self.decoder, embedding) if self.sam2 else None)
+        """The toy's embedding of ``image`` and, for the toy SAM 2, its high-resolution features:
+        (1 x C x H x W, [1 x C/8 x 4H x 4W, 1 x C/4 x 2H x 2W] or None)."""
+        if self.sam2:
+            return self.toy.embed(image)
+        return self.toy.embed(image), None
 
 
 def stand_in_features(decoder: torch.nn.Module, embedding: torch.Tensor) -> Optional[List[torch.Tensor]]:
@@ -244,40 +242,19 @@ def load_models(args, seed: int = 0) -> Models:
         return Models(prompt_encoder, decoder,
                       f"weights: RANDOM ({config} configuration, seed {seed}), untrained; image embedding: seeded "
                       f"noise" + (STAND_IN if sam2 else ""), None, noise, high_res_features=features)
-    from ..toy import make_scene, toy_model
+    from ..toy import make_scene, toy_model, toy_sam2_model
 
     scene = make_scene(seed)
-    if sam2:
-        return load_toy_sam2(scene, seed)
-    model = toy_model()
-    with torch.no_grad():
-        embedding = model.embed(scene.image)  # 1 x C x H x W
-    return Models(model.prompt_encoder, model.mask_decoder,
-                  f"weights: the trained toy model; image: toy scene {seed} (sam_explain.toy_scene({seed}))",
-                  scene.image, embedding, toy=model)
-
-
-def load_toy_sam2(scene, seed: int) -> Models:
-    """The toy SAM 2 on ``scene``; while its weights are not in the package, SAM 2's structure with the
-    toy SAM's weights, the new parts untrained, labelled so."""
-    from ..toy.sam2_model import default_sam2_weights_path, toy_sam2_model
-
     image = f"image: toy scene {seed} (sam_explain.toy_scene({seed}))"
-    if default_sam2_weights_path().is_file():
+    if sam2:
         model = toy_sam2_model()
         embedding, features = model.embed(scene.image)  # 1 x C x H x W, [1 x C/8 x 4H x 4W, 1 x C/4 x 2H x 2W]
         return Models(model.prompt_encoder, model.mask_decoder, f"weights: the trained toy SAM 2; {image}",
                       scene.image, embedding, toy=model, high_res_features=features)
-    from ..sam2 import toy_sam2_untrained
-
-    record = toy_sam2_untrained()
-    with torch.no_grad():
-        embedding = record.source.embed(scene.image)  # 1 x C x H x W
-    features = stand_in_features(record.mask_decoder, embedding)
-    return Models(record.prompt_encoder.eval(), record.mask_decoder.eval(),
-                  "weights: the toy SAM's in SAM 2's structure, the object-score token and head and conv_s0 / conv_s1 "
-                  f"UNTRAINED (no toy SAM 2 in this install){STAND_IN}; {image}",
-                  scene.image, embedding, toy=record, high_res_features=features)
+    model = toy_model()
+    embedding = model.embed(scene.image)  # 1 x C x H x W
+    return Models(model.prompt_encoder, model.mask_decoder, f"weights: the trained toy model; {image}",
+                  scene.image, embedding, toy=model)
 
 
 def check_memory(estimate: int, limit: Optional[int], what: str) -> None:

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens: {', '.join(record.names(0))}")
     for filename, fig in figures.items():
         path = out / filename
-        # what drew it, on the picture itself (RANDOM or UNTRAINED weights say so here too)
+        # what drew it, on the picture itself (RANDOM weights say so here too)
         fig.text(0.5, -0.005, models.label, ha="center", va="top", fontsize=8, color="dimgray", wrap=True)
         fig.savefig(path, dpi=args.dpi, bbox_inches="tight")
         print(path)
