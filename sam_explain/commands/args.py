@@ -181,17 +181,6 @@ class Models:
         return self.toy.embed(image), None
 
 
-def stand_in_features(decoder: torch.nn.Module, embedding: torch.Tensor) -> Optional[List[torch.Tensor]]:
-    """SAM 2's high_res_features for an image encoder without stride-4 / stride-8 levels: the embedding
-    repeated to 4H x 4W and 2H x 2W through the decoder's conv_s0 / conv_s1 (None without them)."""
-    from ..sam2 import project_high_res_features, stand_in_backbone_features
-
-    if not getattr(decoder, "use_high_res_features", False):
-        return None
-    with torch.no_grad():
-        return project_high_res_features(decoder, *stand_in_backbone_features(embedding))
-
-
 STAND_IN = "; high-resolution features: stand-ins (the image embedding repeated to 4H x 4W and 2H x 2W)"
 
 
@@ -204,7 +193,7 @@ def load_models(args, seed: int = 0) -> Models:
     sam2 = getattr(args, "sam2", False)
     if getattr(args, "checkpoint", None):
         from ..checkpoint import load_sam_checkpoint
-        from ..sam2 import Sam2Parts, build_sam2_prompt_encoder
+        from ..sam2 import Sam2Parts, build_sam2_prompt_encoder, stand_in_high_res_features
 
         parts = load_sam_checkpoint(args.checkpoint)
         is_sam2 = isinstance(parts, Sam2Parts)
@@ -223,21 +212,19 @@ def load_models(args, seed: int = 0) -> Models:
             label += " (it holds no prompt encoder: SAM's, with seeded random weights)"
         h, w = prompt_encoder.image_embedding_size
         noise = torch.randn(1, decoder.transformer_dim, h, w, generator=torch.Generator().manual_seed(seed))
-        features = stand_in_features(decoder, noise) if is_sam2 else None
+        features = stand_in_high_res_features(decoder, noise) if is_sam2 else None
         label += "; image embedding: seeded noise" + (STAND_IN if features is not None else "")
         return Models(prompt_encoder.eval(), decoder.eval(), label, None, noise, high_res_features=features)
     if getattr(args, "random", False):
-        torch.manual_seed(seed)
-        if sam2:
-            from ..sam2 import build_sam2_mask_decoder, build_sam2_prompt_encoder
+        from ..sam2 import build_sam2_mask_decoder, build_sam2_prompt_encoder, stand_in_high_res_features
 
-            decoder = randomize_(build_sam2_mask_decoder(), seed).eval()
-            prompt_encoder = randomize_(build_sam2_prompt_encoder(), seed + 1).eval()
-        else:
-            decoder = randomize_(build_mask_decoder(), seed).eval()
-            prompt_encoder = randomize_(build_prompt_encoder(), seed + 1).eval()
+        build_decoder, build_encoder = ((build_sam2_mask_decoder, build_sam2_prompt_encoder) if sam2
+                                        else (build_mask_decoder, build_prompt_encoder))
+        torch.manual_seed(seed)
+        decoder = randomize_(build_decoder(), seed).eval()
+        prompt_encoder = randomize_(build_encoder(), seed + 1).eval()
         noise = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(seed))
-        features = stand_in_features(decoder, noise) if sam2 else None
+        features = stand_in_high_res_features(decoder, noise)  # None for SAM's decoder
         config = "SAM 2.1's" if sam2 else "SAM's"
         return Models(prompt_encoder, decoder,
                       f"weights: RANDOM ({config} configuration, seed {seed}), untrained; image embedding: seeded "

@@ -18,7 +18,7 @@ import torch
 
 from .args import (
     CommandError, add_model_options, load_embedding, load_image, load_models, parse_numbers, positive_int,
-    stand_in_features, writable_path,
+    writable_path,
 )
 
 
@@ -85,7 +85,9 @@ def build_inputs(args: argparse.Namespace):
     else:
         embeddings = placeholder_embedding(image, seed=args.seed, grid=prompt_encoder.image_embedding_size[0],
                                            input_size=max(prompt_encoder.input_image_size))
-    return models, image, embeddings, stand_in_features(decoder, embeddings) if models.sam2 else None, None
+    from ..sam2 import stand_in_high_res_features
+
+    return models, image, embeddings, stand_in_high_res_features(decoder, embeddings) if models.sam2 else None, None
 
 
 def default_click(seed: int) -> Optional[str]:

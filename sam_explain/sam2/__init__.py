@@ -17,7 +17,7 @@ See docs/sam2.md.
 
 from .build import (
     Sam2FromSam, build_sam2_mask_decoder, build_sam2_prompt_encoder, sam2_from_sam, stand_in_backbone_features,
-    toy_sam2_untrained,
+    stand_in_high_res_features, toy_sam2_untrained,
 )
 from .common import MLP
 from .mask_decoder import MaskDecoder, project_high_res_features
@@ -29,7 +29,8 @@ from .prompts import boxes_as_points, capture_sam2_attention, run_sam2_decoder, 
 __all__ = [
     "Attention", "MLP", "MaskDecoder", "PositionEmbeddingRandom", "PromptEncoder", "Sam2FromSam",
     "TwoWayAttentionBlock", "TwoWayTransformer", "build_sam2_mask_decoder", "build_sam2_prompt_encoder",
-    "project_high_res_features", "sam2_from_sam", "stand_in_backbone_features", "toy_sam2_untrained",
+    "project_high_res_features", "sam2_from_sam", "stand_in_backbone_features", "stand_in_high_res_features",
+    "toy_sam2_untrained",
     "Sam2CheckpointError", "Sam2Parts", "load_sam2_checkpoint",
     "boxes_as_points", "capture_sam2_attention", "run_sam2_decoder", "sam2_token_names",
 ]

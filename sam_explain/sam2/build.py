@@ -21,7 +21,7 @@ Every SAM 2 and SAM 2.1 config file (``sam2/configs/sam2*/*.yaml``) sets the sam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from ..modeling.build import decoder_config_from_state_dict, prompt_encoder_config_from_state_dict, randomize_
 from ..shapes.check import expect_shape
-from .mask_decoder import MaskDecoder
+from .mask_decoder import MaskDecoder, project_high_res_features
 from .prompt_encoder import PromptEncoder
 from .transformer import TwoWayTransformer
 
@@ -276,3 +276,13 @@ def stand_in_backbone_features(image_embeddings: torch.Tensor) -> Tuple[torch.Te
     s0 = F.interpolate(image_embeddings, size=(4 * H, 4 * W), mode="nearest")  # I x C x 4H x 4W
     s1 = F.interpolate(image_embeddings, size=(2 * H, 2 * W), mode="nearest")  # I x C x 2H x 2W
     return s0, s1
+
+
+def stand_in_high_res_features(decoder: nn.Module, image_embeddings: torch.Tensor) -> Optional[List[torch.Tensor]]:
+    """The decoder's ``high_res_features`` for an image encoder without stride-4 / stride-8 levels:
+    ``stand_in_backbone_features`` through its conv_s0 / conv_s1, without autograd, [feat_s0 I x C/8 x 4H x 4W,
+    feat_s1 I x C/4 x 2H x 2W]; None for a decoder without ``use_high_res_features``."""
+    if not getattr(decoder, "use_high_res_features", False):
+        return None
+    with torch.no_grad():
+        return project_high_res_features(decoder, *stand_in_backbone_features(image_embeddings))

@@ -78,12 +78,11 @@ def trace_prompt(
     sam2 = component_kind(decoder) == "sam2_decoder"
     extra = {}
     if sam2:
-        from ..sam2 import boxes_as_points, project_high_res_features, stand_in_backbone_features
+        from ..sam2 import boxes_as_points, stand_in_high_res_features
 
         prompts = boxes_as_points(prompts)  # a box as two points, as SAM 2's image predictor gives it
-        if high_res_features is None and decoder.use_high_res_features:
-            with torch.no_grad():
-                high_res_features = project_high_res_features(decoder, *stand_in_backbone_features(image_embeddings))
+        if high_res_features is None:
+            high_res_features = stand_in_high_res_features(decoder, image_embeddings)
         extra = {"repeat_image": image_embeddings.shape[0] == 1,
                  "high_res_features": None if high_res_features is None
                  else [f.to(device=device, dtype=dtype) for f in high_res_features]}
