@@ -28,7 +28,7 @@ from einops import einsum
 import sam_explain as se
 from sam_explain.figures import show_mask
 from sam_explain.prompts import Prompts
-from sam_explain.toy import click_inside, make_scene
+from sam_explain.toy import click_inside, make_scene, mask_iou
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -146,12 +146,7 @@ with torch.no_grad():
     four, four_iou = decoder.predict_masks(nested_emb, pe_enc.get_dense_pe(), s_, d_)  # B x M x 4H x 4W, B x M
 
 
-def iou_with(mask, truth):
-    truth = torch.from_numpy(truth).to(device)
-    return ((mask & truth).sum() / (mask | truth).sum()).item()
-
-
-readings = [(iou_with(four[0, m] > 0, part), iou_with(four[0, m] > 0, whole)) for m in range(4)]
+readings = [(mask_iou(four[0, m] > 0, part), mask_iou(four[0, m] > 0, whole)) for m in range(4)]
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for m, ax in enumerate(axes):
     ax.imshow(nested.image)
@@ -179,7 +174,7 @@ assert readings[0][0] > 0.85  # token 0 answers with the shape clicked
 # %%
 with torch.no_grad(), se.intervene(decoder, se.swap_tokens(1 + 1, 1 + 3)):
     swapped, swapped_iou = decoder.predict_masks(nested_emb, pe_enc.get_dense_pe(), s_, d_)
-swapped_readings = [(iou_with(swapped[0, m] > 0, part), iou_with(swapped[0, m] > 0, whole)) for m in range(4)]
+swapped_readings = [(mask_iou(swapped[0, m] > 0, part), mask_iou(swapped[0, m] > 0, whole)) for m in range(4)]
 for m in (1, 3):
     print(f"mask {m}: IoU with part / whole {readings[m][0]:.2f} / {readings[m][1]:.2f} -> "
           f"{swapped_readings[m][0]:.2f} / {swapped_readings[m][1]:.2f} with the tokens swapped")

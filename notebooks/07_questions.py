@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 
 import sam_explain as se
 from sam_explain.figures import show_mask
-from sam_explain.toy import click_inside, make_scene
+from sam_explain.toy import click_inside, make_scene, mask_iou
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 model = se.toy_model(device=device)
@@ -31,12 +31,6 @@ scene = make_scene(seed=11)
 image_embeddings = model.embed(scene.image)  # 1 x C x H x W
 big = int(np.argmax(scene.object_masks.sum(axis=(1, 2))))  # the largest object
 click = click_inside(scene.object_masks[big])  # (x, y)
-
-
-def iou(pred, truth):
-    """IoU of a boolean mask (tensor) with a ground-truth mask (numpy)."""
-    truth = torch.from_numpy(np.asarray(truth)).to(pred.device)
-    return ((pred & truth).sum() / (pred | truth).sum().clamp(min=1)).item()
 
 
 def embed(points=None, labels=None, boxes=None, masks=None):
@@ -110,7 +104,7 @@ results = {}
 for name, prompt in [("its own logits", low_res), ("the same mask as 0/1", (low_res > 0).float())]:
     sparse_m, dense_m = embed(masks=prompt)  # a mask alone: N' = 0
     out, _ = decode(sparse_m, dense_m, multimask=False)
-    results[name] = iou(out[0, 0] > 0, truth)
+    results[name] = mask_iou(out[0, 0] > 0, truth)
     print(f"mask prompt = {name:<22} -> IoU with the object {results[name]:.2f}")
 assert results["its own logits"] > results["the same mask as 0/1"] + 0.2
 
@@ -141,13 +135,13 @@ for j, ax in enumerate(axes):
     show_mask(ax, three[0, j] > 0)
     ax.plot(*nested_click, "*", color="lime", markersize=12, markeredgecolor="black")
     ax.set_title(f"mask {j + 1}: predicted IoU {three_iou[0, j]:.2f}\n"
-                 f"part {iou(three[0, j] > 0, nested.part_masks[0]):.2f}, "
-                 f"whole {iou(three[0, j] > 0, nested.object_masks[0]):.2f}", fontsize=8)
+                 f"part {mask_iou(three[0, j] > 0, nested.part_masks[0]):.2f}, "
+                 f"whole {mask_iou(three[0, j] > 0, nested.object_masks[0]):.2f}", fontsize=8)
     ax.axis("off")
 plt.show()
 best = int(three_iou[0].argmax())
 print(f"the IoU head ranks mask {best + 1} first")
-assert max(iou(three[0, j] > 0, nested.object_masks[0]) for j in range(3)) > 0.85
+assert max(mask_iou(three[0, j] > 0, nested.object_masks[0]) for j in range(3)) > 0.85
 
 # %% [markdown]
 # ## 5. Why can the predicted IoU exceed 1?
@@ -191,7 +185,7 @@ label = int(truth6[int(second[1]), int(second[0])])  # 1: the mask missed it; 0:
 two_clicks, _ = decode(*embed(points=[[first, second]], labels=[[1, label]]), multimask=False, emb=refine_emb)
 with_logits, _ = decode(*embed(points=[[first, second]], labels=[[1, label]], masks=step1), multimask=False,
                         emb=refine_emb)
-scores = [iou(m[0, 0] > 0, truth6) for m in (step1, two_clicks, with_logits)]
+scores = [mask_iou(m[0, 0] > 0, truth6) for m in (step1, two_clicks, with_logits)]
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 for ax, m, title, pts in [(axes[0], step1, "1 click", [first]), (axes[1], two_clicks, "2 clicks", [first, second]),
                           (axes[2], with_logits, "2 clicks + step 1's logits", [first, second])]:
@@ -199,7 +193,7 @@ for ax, m, title, pts in [(axes[0], step1, "1 click", [first]), (axes[1], two_cl
     show_mask(ax, m[0, 0] > 0)
     for p in pts:
         ax.plot(*p, "*", color="lime", markersize=12, markeredgecolor="black")
-    ax.set_title(f"{title}: IoU {iou(m[0, 0] > 0, truth6):.2f}", fontsize=9)
+    ax.set_title(f"{title}: IoU {mask_iou(m[0, 0] > 0, truth6):.2f}", fontsize=9)
     ax.axis("off")
 plt.show()
 assert scores[2] > scores[1] + 0.3 and scores[2] > scores[0] + 0.3  # the logits carry what step 1 knew

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 
 import sam_explain as se
 from sam_explain.figures import show_mask
-from sam_explain.toy import click_inside, make_scene
+from sam_explain.toy import click_inside, make_scene, mask_iou
 from sam_explain.utils.onnx import OnnxDecoder, SamOnnxModel, export_onnx_model, onnx_prompt
 from sam_explain.utils.transforms import image_to_input, postprocess_masks, resized_shape, to_original_frame
 
@@ -111,17 +111,13 @@ print("click on the photo", click[0], "-> point_coords", coords[0].tolist(), " p
 wrong_coords, _ = onnx_prompt(points=click, labels=np.array([1]), img_size=S)  # photo pixels, not moved
 
 
-def iou(mask, truth):
-    return float((mask & truth).sum() / max((mask | truth).sum(), 1))
-
-
 right = onnx_decoder(embedding.numpy(), coords, labels, orig_im_size=(H0, W0))
 wrong = onnx_decoder(embedding.numpy(), wrong_coords, labels, orig_im_size=(H0, W0))
 best = int(right["iou_predictions"][0].argmax())
 right_mask, wrong_mask = right["masks"][0, best] > 0, wrong["masks"][0, best] > 0  # H0 x W0
-print(f"IoU with the object: resized-frame click {iou(right_mask, truth[k]):.2f}, "
-      f"photo-pixel click {iou(wrong_mask, truth[k]):.2f}")
-assert iou(right_mask, truth[k]) > 0.7 and iou(wrong_mask, truth[k]) < 0.2
+print(f"IoU with the object: resized-frame click {mask_iou(right_mask, truth[k]):.2f}, "
+      f"photo-pixel click {mask_iou(wrong_mask, truth[k]):.2f}")
+assert mask_iou(right_mask, truth[k]) > 0.7 and mask_iou(wrong_mask, truth[k]) < 0.2
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.9))
 seen = to_original_frame(wrong_coords[0, 0], (H0, W0), S)  # 2: where the graph's frame puts it, in photo pixels
@@ -288,7 +284,7 @@ for obj, ax in enumerate(axes):
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)  # x0, y0, x1, y1 on the photo
     c, lab = onnx_prompt(box=box, original_size=(H0, W0), img_size=S)  # 1 x 2 x 2: the corners, labels 2 and 3
     mask = onnx_decoder(embedding.numpy(), c, lab, orig_im_size=(H0, W0))["masks"][0, 0] > 0  # H0 x W0, token 0
-    overlaps = [iou(mask, t) for t in truth]
+    overlaps = [mask_iou(mask, t) for t in truth]
     print(f"box {obj} {box.astype(int).tolist()}: IoU of its mask with each object {np.round(overlaps, 2).tolist()}")
     assert int(np.argmax(overlaps)) == obj  # each call answers for its own box
     ax.imshow(photo)

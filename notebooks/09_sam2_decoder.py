@@ -39,7 +39,7 @@ from torch.nn import functional as F
 import sam_explain as se
 import sam_explain.sam2 as s2
 from sam_explain.prompts import Prompts
-from sam_explain.toy import click_inside, make_scene
+from sam_explain.toy import click_inside, make_scene, mask_iou
 from sam_explain.toy.sam2_evaluate import roc_auc
 from sam_explain.tracing.records import value_text
 
@@ -49,11 +49,6 @@ toy = se.toy_model(device=device)  # the toy SAM, for the side by side
 pe1, dec1 = toy.prompt_encoder, toy.mask_decoder  # SAM's
 pe2, dec2 = toy2.prompt_encoder, toy2.mask_decoder  # SAM 2.1's
 print(f"toy SAM 2: schedule {toy2.metadata['schedule']}, {toy2.metadata['steps_done']} steps from the toy SAM")
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks."""
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 embedded = {}  # seed -> (scene, image embedding, [feat_s0, feat_s1]): each scene is embedded once
@@ -267,8 +262,8 @@ for seed in SCENES:
         with_skips, without = click_masks(e, f, c), click_masks(e, f, c, *NO_SKIPS)  # M x 4H x 4W
         change = (with_skips - without).abs().mean(0).numpy()  # 4H x 4W
         band = edge_band(target)
-        rows.append((max(iou(m > 0, target) for m in with_skips[1:].numpy()),
-                     max(iou(m > 0, target) for m in without[1:].numpy()), change[band].mean(), change[~band].mean()))
+        rows.append((max(mask_iou(m > 0, target) for m in with_skips[1:].numpy()),
+                     max(mask_iou(m > 0, target) for m in without[1:].numpy()), change[band].mean(), change[~band].mean()))
 rows = np.array(rows)
 print("weight norms: conv_s0", f"{dec2.conv_s0.weight.norm():.3f}, conv_s1 {dec2.conv_s1.weight.norm():.3f} (0 at the start)")
 print(f"{len(rows)} clicks: best of 3 mIoU with the skips {rows[:, 0].mean():.3f}, without {rows[:, 1].mean():.3f}")
@@ -304,7 +299,7 @@ def draw_mask(ax, image: np.ndarray, mask: np.ndarray, target: np.ndarray = None
 
 # %%
 with_skips, without = click_masks(emb2, feats, click), click_masks(emb2, feats, click, *NO_SKIPS)  # M x 4H x 4W
-best = 1 + int(np.argmax([iou(m > 0, scene.object_masks[k]) for m in with_skips[1:].numpy()]))  # of tokens 1..3
+best = 1 + int(np.argmax([mask_iou(m > 0, scene.object_masks[k]) for m in with_skips[1:].numpy()]))  # of tokens 1..3
 change = (with_skips[best] - without[best]).numpy()
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
 for ax, data, title in ((axes[0], with_skips[best] > 0, f"mask {best}, with the skips"),
@@ -337,7 +332,7 @@ iou_token_out = t2.find("hook_iou_token_out")[0].tensor  # B x C
 with torch.no_grad():
     torch.testing.assert_close(torch.sigmoid(head(iou_token_out)), t2.find("hook_iou_pred")[0].tensor)
 assert bool(((iou2 > 0) & (iou2 < 1)).all())
-actual = [iou(m > 0, scene.object_masks[k]) for m in masks2[0].cpu().numpy()]
+actual = [mask_iou(m > 0, scene.object_masks[k]) for m in masks2[0].cpu().numpy()]
 print("predicted IoU (multimask outputs):", [round(v, 3) for v in iou2[0].tolist()])
 print("actual IoU with the clicked object: ", [round(v, 3) for v in actual])
 
@@ -469,7 +464,7 @@ for seed in SCENES:
         count += 1
         if not torch.equal(single, all_masks[0]):
             token = next(j for j in range(1, 4) if torch.equal(single, all_masks[j]))
-            switched.append((seed, target, c, iou(all_masks[0].numpy() > 0, target), iou(single.numpy() > 0, target), token))
+            switched.append((seed, target, c, mask_iou(all_masks[0].numpy() > 0, target), mask_iou(single.numpy() > 0, target), token))
 print(f"the switch replaced token 0 on {len(switched)} of {count} clicks")
 for seed, _, c, before, after, token in switched:
     print(f"  scene {seed}, click {tuple(round(v) for v in c)}: token 0 IoU {before:.2f} -> token {token} IoU {after:.2f}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam_explain.toy import generate_scenes, make_scene, toy_model
+from sam_explain.toy import generate_scenes, make_scene, mask_iou, toy_model
 from sam_explain.toy.model import ToyModel, default_weights_path
 from sam_explain.toy.losses import best_pair_loss
 from sam_explain.toy.sampling import bounding_boxes, sample_prompts
@@ -365,3 +365,12 @@ def test_phased_schedule_refuses_what_its_phases_set_for_themselves(tmp_path, he
                                          r"--resume, --init, got --seed, --init"):
         main(["train-toy", "--schedule", "tiny-phases", "--out", str(out), "--seed", "3", "--init", "w.safetensors"])
     assert heap_calls == [] and not list(tmp_path.iterdir())
+
+
+def test_mask_iou_takes_numpy_and_tensors_and_is_zero_for_two_empty_masks():
+    a = np.zeros((4, 4), bool)
+    a[:2] = True  # 8 pixels
+    b = np.zeros((4, 4), bool)
+    b[:, :2] = True  # 8 pixels, 4 shared
+    assert mask_iou(a, b) == 4 / 12 and mask_iou(torch.from_numpy(a), b) == 4 / 12 and mask_iou(a, a) == 1.0
+    assert mask_iou(np.zeros((4, 4), bool), torch.zeros(4, 4, dtype=torch.bool)) == 0.0

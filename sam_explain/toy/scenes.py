@@ -195,3 +195,11 @@ def click_inside(mask: np.ndarray) -> Tuple[float, float]:
     ys, xs = torch.nonzero(inner, as_tuple=True)
     i = int(torch.argmin((xs - xs.float().mean()) ** 2 + (ys - ys.float().mean()) ** 2))
     return float(xs[i]), float(ys[i])
+
+
+def mask_iou(mask, truth) -> float:
+    """The IoU of two H0 x W0 boolean masks (numpy arrays or tensors, on any device): |A and B| / |A or B|,
+    0 when both are empty."""
+    a, b = (torch.as_tensor(m).bool().cpu() for m in (mask, truth))
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 0.0
